@@ -1,0 +1,1 @@
+//! The metalogger follows the master changelog; it is specified in issue 4 and not built yet.

@@ -1,0 +1,93 @@
+//! gRPC connection settings sized for MiB payloads: large HTTP/2 windows (the 64 KiB
+//! default would stall every 1 MiB write on window updates) and matching message limits.
+
+use crate::limits::MAX_MESSAGE;
+use crate::{admin, chunk, meta, registry};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint, Server};
+
+const STREAM_WINDOW: u32 = 16 << 20;
+const CONNECTION_WINDOW: u32 = 64 << 20;
+
+/// An endpoint for `addr` ("host:port" or a full URI) with elkfs's transport settings.
+/// The connection is made lazily, and re-made after it breaks.
+pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(Endpoint::from_shared(uri)?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true))
+}
+
+/// A lazily connecting channel to `addr`.
+pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(endpoint(addr)?.connect_lazy())
+}
+
+/// A server builder with the same window sizes.
+pub fn server() -> Server {
+    Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+}
+
+pub fn meta_client(ch: Channel) -> meta::meta_client::MetaClient<Channel> {
+    meta::meta_client::MetaClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+pub fn chunk_client(ch: Channel) -> chunk::chunk_client::ChunkClient<Channel> {
+    chunk::chunk_client::ChunkClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+pub fn registry_client(ch: Channel) -> registry::registry_client::RegistryClient<Channel> {
+    registry::registry_client::RegistryClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+pub fn admin_client(ch: Channel) -> admin::admin_client::AdminClient<Channel> {
+    admin::admin_client::AdminClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+pub fn meta_service<T: meta::meta_server::Meta>(svc: T) -> meta::meta_server::MetaServer<T> {
+    meta::meta_server::MetaServer::new(svc)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+pub fn chunk_service<T: chunk::chunk_server::Chunk>(svc: T) -> chunk::chunk_server::ChunkServer<T> {
+    chunk::chunk_server::ChunkServer::new(svc)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+pub fn registry_service<T: registry::registry_server::Registry>(
+    svc: T,
+) -> registry::registry_server::RegistryServer<T> {
+    registry::registry_server::RegistryServer::new(svc)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+pub fn admin_service<T: admin::admin_server::Admin>(svc: T) -> admin::admin_server::AdminServer<T> {
+    admin::admin_server::AdminServer::new(svc)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
