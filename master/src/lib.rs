@@ -1,1 +1,22 @@
-//! placeholder
+//! elkfs master: all metadata in memory, made durable by a changelog and snapshots.
+//!
+//! * [`state`]: the pure metadata state machine (`apply(record)`) and image conversion.
+//! * [`frame`], [`changelog`], [`snapshot`], [`recovery`], [`files`]: durable formats,
+//!   group commit, images, start-up replay.
+//! * [`cluster`], [`placement`], [`sessions`]: soft state rebuilt after a restart.
+//! * [`core`]: the running master; [`ops`]: what each request does;
+//!   [`service`]: gRPC adapters; [`config`]: settings.
+
+pub mod changelog;
+pub mod cluster;
+pub mod config;
+pub mod core;
+pub mod files;
+pub mod frame;
+pub mod ops;
+pub mod placement;
+pub mod recovery;
+pub mod service;
+pub mod sessions;
+pub mod snapshot;
+pub mod state;

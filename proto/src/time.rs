@@ -41,7 +41,12 @@ mod tests {
 
     #[test]
     fn round_trips_before_1970_and_after_2106() {
-        for (sec, nsec) in [(-1, 5), (-86_400 * 365 * 100, 999_999_999), (5_000_000_000, 1), (0, 0)] {
+        for (sec, nsec) in [
+            (-1, 5),
+            (-86_400 * 365 * 100, 999_999_999),
+            (5_000_000_000, 1),
+            (0, 0),
+        ] {
             let t = Timespec { sec, nsec };
             assert_eq!(from_system(to_system(&t)), t);
         }

@@ -1,0 +1,195 @@
+//! The running master: metadata state, soft cluster state and sessions behind one lock,
+//! the changelog, and the background work (snapshots, chunk deletions, expiry).
+//!
+//! A mutation: lock, build the record with every decided value, `State::apply` it, submit
+//! it to the changelog (in version order, still under the lock), unlock, then wait until
+//! it is durable before answering. The lock is never held across an await.
+
+use crate::changelog::Changelog;
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::recovery::{self, Mode};
+use crate::sessions::Sessions;
+use crate::snapshot;
+use crate::state::State;
+use elkfs_proto::changelog::{record::Op, Record};
+use elkfs_proto::chunk::DeleteRequest;
+use elkfs_proto::FsError;
+use prost::Message;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+pub struct Inner {
+    pub state: State,
+    pub cluster: Cluster,
+    pub sessions: Sessions,
+}
+
+pub struct Master {
+    inner: Mutex<Inner>,
+    log: Changelog,
+    pub config: Config,
+    /// Serializes chunk creation and version changes, which talk to chunkservers between
+    /// deciding and logging.
+    pub chunk_ops: tokio::sync::Mutex<()>,
+    deletions: mpsc::UnboundedSender<(u64, u64)>,
+}
+
+impl Master {
+    /// Load metadata from the data directory and start the changelog.
+    pub fn start(config: Config) -> anyhow::Result<Arc<Master>> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let rec = recovery::recover(&config.data_dir, config.root_goal, Mode::Repair)?;
+        let state = rec.state;
+        if rec.image.is_none() || rec.records > 0 || rec.stop.is_some() {
+            // Start-up replay work is done once: the next start loads this image.
+            let path = snapshot::write(&config.data_dir, &state)?;
+            info!(path = %path.display(), version = state.version, "metadata image written");
+        }
+        let log = Changelog::start(&config.data_dir, state.version + 1)?;
+        snapshot::prune(&config.data_dir, config.snapshots_keep)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let master = Arc::new(Master {
+            inner: Mutex::new(Inner {
+                state,
+                cluster: Cluster::default(),
+                sessions: Sessions::new(),
+            }),
+            log,
+            config,
+            chunk_ops: tokio::sync::Mutex::new(()),
+            deletions: tx,
+        });
+        tokio::spawn(delete_worker(master.clone(), rx));
+        tokio::spawn(housekeeping(master.clone()));
+        Ok(master)
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave half-applied metadata (apply validates
+        // before it mutates), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply `op` as the next record and queue it for the changelog. Returns the version
+    /// to wait for with [`Master::durable`].
+    pub fn commit(&self, inner: &mut Inner, op: Op) -> Result<u64, FsError> {
+        if self.log.durable().failed {
+            return Err(FsError::Io("metadata log is not writable".into()));
+        }
+        let version = inner.state.version + 1;
+        let rec = Record { op: Some(op) };
+        let effects = inner.state.apply(version, &rec)?;
+        self.log.submit(version, &rec.encode_to_vec());
+        for chunk in effects.freed_chunks {
+            inner.cluster.leases.remove(&chunk);
+            if let Some(copies) = inner.cluster.locations.remove(&chunk) {
+                for c in copies {
+                    self.queue_delete(c.server, chunk);
+                }
+            }
+        }
+        Ok(version)
+    }
+
+    pub async fn durable(&self, version: u64) -> Result<(), FsError> {
+        self.log
+            .wait(version)
+            .await
+            .map_err(|e| FsError::Io(e.to_string()))
+    }
+
+    /// Delete `chunk` on `server` in the background.
+    pub fn queue_delete(&self, server: u64, chunk: u64) {
+        let _ = self.deletions.send((server, chunk));
+    }
+
+    /// Write a metadata image without stopping clients: the state is cloned in O(1)
+    /// (persistent maps) and written from the copy.
+    pub async fn snapshot(&self) -> anyhow::Result<()> {
+        let copy = {
+            let inner = self.lock();
+            self.log.rotate(inner.state.version + 1);
+            inner.state.clone()
+        };
+        let dir = self.config.data_dir.clone();
+        let keep = self.config.snapshots_keep;
+        let started = std::time::Instant::now();
+        let version = copy.version;
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            snapshot::write(&dir, &copy)?;
+            snapshot::prune(&dir, keep)?;
+            Ok(())
+        })
+        .await??;
+        info!(
+            version,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "metadata image written"
+        );
+        Ok(())
+    }
+
+    pub fn metadata_version(&self) -> u64 {
+        self.lock().state.version
+    }
+}
+
+async fn delete_worker(master: Arc<Master>, mut rx: mpsc::UnboundedReceiver<(u64, u64)>) {
+    while let Some((server, chunk)) = rx.recv().await {
+        let Some((addr, mut client)) = master.lock().cluster.client(server) else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let req = DeleteRequest {
+                chunk_id: chunk,
+                version: 0,
+            };
+            match client.delete(req).await {
+                Ok(_) => debug!(chunk, server = %addr, "chunk deleted"),
+                Err(s) => match FsError::from(s) {
+                    FsError::NotFound => {}
+                    // Still on disk: the server reports it at its next registration and is
+                    // told again then.
+                    e => warn!(chunk, server = %addr, error = %e, "chunk delete failed"),
+                },
+            }
+        });
+    }
+}
+
+async fn housekeeping(master: Arc<Master>) {
+    let snapshot_every = Duration::from_secs(master.config.snapshot_interval_secs.max(1));
+    let timeout = Duration::from_secs(master.config.chunkserver_timeout_secs.max(1));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_snapshot = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let purge = {
+            let mut inner = master.lock();
+            for id in inner.cluster.expire(timeout) {
+                warn!(
+                    server = id,
+                    "chunkserver stopped heartbeating; its copies are not used"
+                );
+            }
+            inner.cluster.expire_leases(Duration::from_secs(120));
+            let orphans = crate::sessions::unreferenced_orphans(&inner);
+            crate::sessions::mark_orphans_checked(&mut inner);
+            orphans
+        };
+        for ino in purge {
+            if let Err(e) = crate::ops::purge(&master, ino).await {
+                warn!(ino, error = %e, "purging an unlinked inode failed");
+            }
+        }
+        if last_snapshot.elapsed() >= snapshot_every {
+            last_snapshot = tokio::time::Instant::now();
+            if let Err(e) = master.snapshot().await {
+                error!(error = %e, "periodic metadata image failed");
+            }
+        }
+    }
+}

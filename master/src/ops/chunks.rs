@@ -1,0 +1,428 @@
+//! Where file data lives: chunk lookups for reads, chunk creation and version bumps for
+//! writes (with write leases), the end of a write, and truncation.
+
+use super::now;
+use crate::cluster::Lease;
+use crate::core::{Inner, Master};
+use crate::placement;
+use elkfs_proto::changelog::{record::Op, Truncate, WriteChunk, WriteEnd};
+use elkfs_proto::chunk::{CreateRequest, SetVersionRequest, TruncateRequest};
+use elkfs_proto::limits::{CHUNK_SIZE, MAX_FILE_SIZE};
+use elkfs_proto::meta::{Attr, ChunkReply, ChunkRequest, Location, WriteEndRequest};
+use elkfs_proto::FsError;
+use futures::future::join_all;
+use std::collections::HashSet;
+use std::time::Instant;
+use tracing::{info, warn};
+
+/// What a write needs done on the chunkservers before it can be logged.
+enum Plan {
+    Create {
+        chunk: u64,
+        servers: Vec<u64>,
+    },
+    Bump {
+        chunk: u64,
+        old: u32,
+        servers: Vec<u64>,
+    },
+}
+
+fn check_index(index: u64) -> Result<(), FsError> {
+    if index >= MAX_FILE_SIZE / CHUNK_SIZE {
+        return Err(FsError::TooBig);
+    }
+    Ok(())
+}
+
+fn locations(inner: &Inner, servers: &[u64]) -> Vec<Location> {
+    servers
+        .iter()
+        .filter_map(|&s| {
+            inner.cluster.addr(s).map(|addr| Location {
+                server_id: s,
+                addr: addr.to_owned(),
+            })
+        })
+        .collect()
+}
+
+impl Master {
+    pub fn read_chunk(&self, ino: u64, index: u64) -> Result<ChunkReply, FsError> {
+        check_index(index)?;
+        let inner = self.lock();
+        let file_size = inner.state.inode(ino)?.size();
+        let chunk = inner.state.chunk_at(ino, index)?;
+        if chunk == 0 {
+            return Ok(ChunkReply {
+                file_size,
+                ..Default::default()
+            });
+        }
+        let version = inner.state.chunks.get(&chunk).map_or(0, |c| c.version);
+        let mut servers = inner.cluster.valid_copies(chunk, version);
+        if servers.is_empty() {
+            return Err(FsError::Unavailable(format!(
+                "no valid copy of chunk {chunk} is online"
+            )));
+        }
+        // Spread readers of different chunks over the copies.
+        let n = servers.len();
+        servers.rotate_left(((ino ^ index) as usize) % n);
+        Ok(ChunkReply {
+            chunk_id: chunk,
+            version,
+            file_size,
+            locations: locations(&inner, &servers),
+        })
+    }
+
+    /// Join the chunk's write lease if it is usable as it is.
+    fn join_lease(
+        &self,
+        inner: &mut Inner,
+        req: &ChunkRequest,
+    ) -> Result<Option<ChunkReply>, FsError> {
+        let file_size = inner.state.inode(req.ino)?.size();
+        let chunk = inner.state.chunk_at(req.ino, req.index)?;
+        if chunk == 0 {
+            return Ok(None);
+        }
+        let version = inner.state.chunks.get(&chunk).map_or(0, |c| c.version);
+        let usable = inner.cluster.leases.get(&chunk).is_some_and(|l| {
+            l.version == version
+                && l.chain
+                    .iter()
+                    .all(|s| !req.failed_servers.contains(s) && inner.cluster.is_up(*s))
+        });
+        if !usable {
+            return Ok(None);
+        }
+        let chain = match inner.cluster.leases.get_mut(&chunk) {
+            Some(l) => {
+                l.sessions.insert(req.session);
+                l.touched = Instant::now();
+                l.chain.clone()
+            }
+            None => return Ok(None),
+        };
+        Ok(Some(ChunkReply {
+            chunk_id: chunk,
+            version,
+            file_size,
+            locations: locations(inner, &chain),
+        }))
+    }
+
+    pub async fn write_chunk(&self, req: ChunkRequest) -> Result<ChunkReply, FsError> {
+        check_index(req.index)?;
+        if let Some(reply) = self.join_lease(&mut self.lock(), &req)? {
+            return Ok(reply);
+        }
+        let _serial = self.chunk_ops.lock().await;
+        let plan = {
+            let mut inner = self.lock();
+            if let Some(reply) = self.join_lease(&mut inner, &req)? {
+                return Ok(reply);
+            }
+            let node = inner.state.inode(req.ino)?;
+            let goal = node.goal as usize;
+            let chunk = inner.state.chunk_at(req.ino, req.index)?;
+            if chunk == 0 {
+                let servers =
+                    placement::choose(&inner.cluster.candidates(), goal, &req.failed_servers);
+                if servers.is_empty() {
+                    return Err(FsError::NoSpace);
+                }
+                inner.cluster.note_placed(&servers);
+                Plan::Create {
+                    chunk: inner.state.next_chunk_id,
+                    servers,
+                }
+            } else {
+                let old = inner.state.chunks.get(&chunk).map_or(0, |c| c.version);
+                let servers: Vec<u64> = inner
+                    .cluster
+                    .valid_copies(chunk, old)
+                    .into_iter()
+                    .filter(|s| !req.failed_servers.contains(s))
+                    .collect();
+                if servers.is_empty() {
+                    return Err(FsError::Unavailable(format!(
+                        "no reachable valid copy of chunk {chunk} to write"
+                    )));
+                }
+                Plan::Bump {
+                    chunk,
+                    old,
+                    servers,
+                }
+            }
+        };
+        let (chunk, version, created, chain) = self.prepare_copies(plan).await?;
+        let outcome = self
+            .mutate(|m, inner| {
+                let v = m.commit(
+                    inner,
+                    Op::WriteChunk(WriteChunk {
+                        ino: req.ino,
+                        index: req.index,
+                        chunk_id: chunk,
+                        version,
+                        created,
+                    }),
+                )?;
+                let stale: Vec<u64> = inner
+                    .cluster
+                    .locations
+                    .get(&chunk)
+                    .map(|c| {
+                        c.iter()
+                            .map(|c| c.server)
+                            .filter(|s| !chain.contains(s))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for s in stale {
+                    // It missed the version change: never served again, and deleted.
+                    inner.cluster.drop_copy(chunk, s);
+                    m.queue_delete(s, chunk);
+                }
+                for &s in &chain {
+                    inner.cluster.add_copy(chunk, s, version);
+                }
+                inner.cluster.leases.insert(
+                    chunk,
+                    Lease {
+                        version,
+                        chain: chain.clone(),
+                        sessions: HashSet::from([req.session]),
+                        touched: Instant::now(),
+                    },
+                );
+                let file_size = inner.state.inode(req.ino)?.size();
+                Ok((
+                    v,
+                    ChunkReply {
+                        chunk_id: chunk,
+                        version,
+                        file_size,
+                        locations: locations(inner, &chain),
+                    },
+                ))
+            })
+            .await;
+        if outcome.is_err() && created {
+            // The file went away meanwhile: the new copies belong to nobody.
+            for &s in &chain {
+                self.queue_delete(s, chunk);
+            }
+        }
+        outcome
+    }
+
+    /// Create the chunk or move its copies to the next version. Returns
+    /// (chunk, version, created, servers that succeeded).
+    async fn prepare_copies(&self, plan: Plan) -> Result<(u64, u32, bool, Vec<u64>), FsError> {
+        let (chunk, version, created, servers) = match &plan {
+            Plan::Create { chunk, servers } => (*chunk, 1, true, servers.clone()),
+            Plan::Bump {
+                chunk,
+                old,
+                servers,
+            } => (*chunk, old + 1, false, servers.clone()),
+        };
+        let clients: Vec<_> = {
+            let inner = self.lock();
+            servers
+                .iter()
+                .filter_map(|&s| inner.cluster.client(s).map(|c| (s, c)))
+                .collect()
+        };
+        let calls = clients.into_iter().map(|(s, (addr, mut client))| {
+            let plan = &plan;
+            async move {
+                let r = match plan {
+                    Plan::Create { .. } => client
+                        .create(CreateRequest {
+                            chunk_id: chunk,
+                            version,
+                        })
+                        .await
+                        .map(|_| ()),
+                    Plan::Bump { old, .. } => client
+                        .set_version(SetVersionRequest {
+                            chunk_id: chunk,
+                            old_version: *old,
+                            new_version: version,
+                        })
+                        .await
+                        .map(|_| ()),
+                };
+                (s, addr, r.map_err(FsError::from))
+            }
+        });
+        let mut ok = Vec::new();
+        let mut errors = Vec::new();
+        for (s, addr, r) in join_all(calls).await {
+            match r {
+                Ok(()) => ok.push(s),
+                Err(e) => {
+                    warn!(chunk, server = %addr, error = %e, "chunkserver refused a chunk order");
+                    errors.push(e);
+                }
+            }
+        }
+        if ok.is_empty() {
+            return Err(
+                if !errors.is_empty() && errors.iter().all(|e| *e == FsError::NoSpace) {
+                    FsError::NoSpace
+                } else {
+                    FsError::Unavailable(format!("no chunkserver could take chunk {chunk}"))
+                },
+            );
+        }
+        // Keep the chain in placement order (the first server is the client's entry point).
+        ok.sort_by_key(|s| servers.iter().position(|x| x == s));
+        Ok((chunk, version, created, ok))
+    }
+
+    pub async fn write_end(&self, req: WriteEndRequest) -> Result<Attr, FsError> {
+        if req.file_size > MAX_FILE_SIZE {
+            return Err(FsError::TooBig);
+        }
+        self.mutate(|m, inner| {
+            if let Some(l) = inner.cluster.leases.get_mut(&req.chunk_id) {
+                l.sessions.remove(&req.session);
+                if l.sessions.is_empty() {
+                    inner.cluster.leases.remove(&req.chunk_id);
+                }
+            }
+            if req.failed {
+                return Ok((inner.state.version, inner.state.inode(req.ino)?.attr()));
+            }
+            let v = m.commit(
+                inner,
+                Op::WriteEnd(WriteEnd {
+                    ino: req.ino,
+                    size: req.file_size,
+                    time: now(),
+                }),
+            )?;
+            Ok((v, inner.state.inode(req.ino)?.attr()))
+        })
+        .await
+    }
+
+    /// Set a file's length. A cut inside a chunk is done on every valid copy first (under
+    /// a new version, so a copy that missed it is stale), then logged.
+    pub async fn truncate(&self, ino: u64, size: u64) -> Result<(), FsError> {
+        if size > MAX_FILE_SIZE {
+            return Err(FsError::TooBig);
+        }
+        let _serial = self.chunk_ops.lock().await;
+        let cut = {
+            let inner = self.lock();
+            let node = inner.state.inode(ino)?;
+            if node.is_dir() {
+                return Err(FsError::IsDir);
+            }
+            let old = node.size();
+            let chunk = inner.state.chunk_at(ino, size / CHUNK_SIZE)?;
+            if size < old && size % CHUNK_SIZE != 0 && chunk != 0 {
+                let version = inner.state.chunks.get(&chunk).map_or(0, |c| c.version);
+                let servers = inner.cluster.valid_copies(chunk, version);
+                let clients: Vec<_> = servers
+                    .iter()
+                    .filter_map(|&s| inner.cluster.client(s).map(|c| (s, c)))
+                    .collect();
+                Some((chunk, version, clients))
+            } else {
+                None
+            }
+        };
+        let mut cut_done = (0, 0, Vec::new());
+        if let Some((chunk, old, clients)) = cut {
+            if clients.is_empty() {
+                return Err(FsError::Unavailable(format!(
+                    "no valid copy of chunk {chunk} is online to truncate"
+                )));
+            }
+            let new = old + 1;
+            let length = (size % CHUNK_SIZE) as u32;
+            let calls = clients
+                .into_iter()
+                .map(|(s, (addr, mut client))| async move {
+                    let r = client
+                        .truncate(TruncateRequest {
+                            chunk_id: chunk,
+                            old_version: old,
+                            new_version: new,
+                            length,
+                        })
+                        .await;
+                    (s, addr, r)
+                });
+            let mut ok = Vec::new();
+            for (s, addr, r) in join_all(calls).await {
+                match r {
+                    Ok(_) => ok.push(s),
+                    Err(e) => {
+                        warn!(chunk, server = %addr, error = %FsError::from(e), "truncate failed on a copy")
+                    }
+                }
+            }
+            if ok.is_empty() {
+                return Err(FsError::Unavailable(format!(
+                    "no copy of chunk {chunk} could be cut"
+                )));
+            }
+            cut_done = (chunk, new, ok);
+        }
+        let (chunk, version, ok) = cut_done;
+        self.mutate(|m, inner| {
+            let v = m.commit(
+                inner,
+                Op::Truncate(Truncate {
+                    ino,
+                    size,
+                    time: now(),
+                    cut_chunk_id: chunk,
+                    cut_version: version,
+                }),
+            )?;
+            if chunk != 0 {
+                inner.cluster.leases.remove(&chunk);
+                let stale: Vec<u64> = inner
+                    .cluster
+                    .locations
+                    .get(&chunk)
+                    .map(|c| {
+                        c.iter()
+                            .map(|c| c.server)
+                            .filter(|s| !ok.contains(s))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for s in stale {
+                    inner.cluster.drop_copy(chunk, s);
+                    m.queue_delete(s, chunk);
+                }
+                for &s in &ok {
+                    inner.cluster.add_copy(chunk, s, version);
+                }
+            }
+            Ok((v, ()))
+        })
+        .await
+    }
+
+    pub fn chunk_damaged(&self, chunk: u64, version: u32, server: u64) {
+        // Reads of the damaged blocks fail their CRC check and go to other copies; the copy
+        // stays listed so its intact blocks remain readable until it can be replaced.
+        info!(
+            chunk,
+            version, server, "client reported a damaged chunk copy"
+        );
+    }
+}

@@ -1,0 +1,47 @@
+//! What each client request does, as plain methods on [`Master`]: `namespace` (names,
+//! attributes, sessions) and `chunks` (where data lives, writes, truncation).
+
+mod chunks;
+mod namespace;
+
+use crate::core::{Inner, Master};
+use elkfs_proto::changelog::{record::Op, Purge};
+use elkfs_proto::meta::Timespec;
+use elkfs_proto::FsError;
+
+fn now() -> Option<Timespec> {
+    Some(elkfs_proto::time::now())
+}
+
+impl Master {
+    /// Run `f` under the lock; it returns the version its last commit produced (or the
+    /// current one if it committed nothing). Answer once that version is durable.
+    pub async fn mutate<T>(
+        &self,
+        f: impl FnOnce(&Master, &mut Inner) -> Result<(u64, T), FsError>,
+    ) -> Result<T, FsError> {
+        let (version, out) = {
+            let mut inner = self.lock();
+            f(self, &mut inner)?
+        };
+        self.durable(version).await?;
+        Ok(out)
+    }
+}
+
+/// Remove an unlinked inode nobody has open any more.
+pub async fn purge(master: &Master, ino: u64) -> Result<(), FsError> {
+    master
+        .mutate(|m, inner| {
+            let gone = inner
+                .state
+                .inodes
+                .get(&ino)
+                .is_none_or(|n| n.nlink != 0 || inner.sessions.is_open(ino));
+            if gone {
+                return Ok((inner.state.version, ()));
+            }
+            Ok((m.commit(inner, Op::Purge(Purge { ino }))?, ()))
+        })
+        .await
+}

@@ -1,0 +1,327 @@
+//! Names and attributes: lookup, create, remove, rename, links, attributes, directory
+//! listings, sessions and open files. Client ↔ master only; no chunkserver involved.
+
+use super::{now, purge};
+use crate::core::Master;
+use crate::state::{check_name, Body};
+use elkfs_proto::changelog::{record::Op, Link, Mknod, Rename, SetAttr, Unlink};
+use elkfs_proto::limits::MAX_SYMLINK;
+use elkfs_proto::meta::{
+    Attr, DirEntry, LinkRequest, MknodRequest, NodeKind, ReadDirReply, ReadDirRequest,
+    RenameRequest, SetAttrRequest, StatFsReply, SymlinkRequest,
+};
+use elkfs_proto::FsError;
+
+const S_ISGID: u32 = 0o2000;
+const MAX_READDIR: usize = 4096;
+
+impl Master {
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, FsError> {
+        Ok(self.lock().state.lookup(parent, name)?.attr())
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        Ok(self.lock().state.inode(ino)?.attr())
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, FsError> {
+        match &self.lock().state.inode(ino)?.body {
+            Body::Symlink(t) => Ok(t.to_vec()),
+            _ => Err(FsError::Invalid("not a symlink".into())),
+        }
+    }
+
+    pub async fn mknod(&self, req: MknodRequest) -> Result<Attr, FsError> {
+        let kind = NodeKind::try_from(req.kind)
+            .ok()
+            .filter(|k| !matches!(k, NodeKind::Unspecified | NodeKind::Symlink))
+            .ok_or_else(|| FsError::Invalid(format!("node kind {}", req.kind)))?;
+        let caller = req.caller.unwrap_or_default();
+        self.create_node(
+            req.parent,
+            &req.name,
+            kind,
+            req.mode,
+            req.rdev,
+            caller.uid,
+            caller.gid,
+            &[],
+        )
+        .await
+        .inspect(|attr| {
+            if req.open {
+                self.lock().sessions.open(req.session, attr.ino);
+            }
+        })
+    }
+
+    pub async fn symlink(&self, req: SymlinkRequest) -> Result<Attr, FsError> {
+        if req.target.len() > MAX_SYMLINK {
+            return Err(FsError::NameTooLong);
+        }
+        if req.target.is_empty() {
+            return Err(FsError::NotFound);
+        }
+        let caller = req.caller.unwrap_or_default();
+        self.create_node(
+            req.parent,
+            &req.name,
+            NodeKind::Symlink,
+            0o777,
+            0,
+            caller.uid,
+            caller.gid,
+            &req.target,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_node(
+        &self,
+        parent: u64,
+        name: &[u8],
+        kind: NodeKind,
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+        target: &[u8],
+    ) -> Result<Attr, FsError> {
+        check_name(name)?;
+        self.mutate(|m, inner| {
+            let p = inner.state.inode(parent)?;
+            p.dir().ok_or(FsError::NotDir)?;
+            let (mut mode, mut gid) = (mode & 0o7777, gid);
+            // BSD group semantics in setgid directories (as ext4): inherit the group,
+            // and subdirectories inherit the setgid bit.
+            if p.mode & S_ISGID != 0 {
+                gid = p.gid;
+                if kind == NodeKind::Dir {
+                    mode |= S_ISGID;
+                }
+            }
+            let ino = inner.state.next_ino;
+            let v = m.commit(
+                inner,
+                Op::Mknod(Mknod {
+                    parent,
+                    name: name.to_vec(),
+                    ino,
+                    kind: kind as i32,
+                    mode,
+                    uid,
+                    gid,
+                    rdev,
+                    time: now(),
+                    goal: p.goal,
+                    symlink_target: target.to_vec(),
+                }),
+            )?;
+            Ok((v, inner.state.inode(ino)?.attr()))
+        })
+        .await
+    }
+
+    pub async fn link(&self, req: LinkRequest) -> Result<Attr, FsError> {
+        check_name(&req.new_name)?;
+        self.mutate(|m, inner| {
+            let v = m.commit(
+                inner,
+                Op::Link(Link {
+                    ino: req.ino,
+                    parent: req.new_parent,
+                    name: req.new_name.clone(),
+                    time: now(),
+                }),
+            )?;
+            Ok((v, inner.state.inode(req.ino)?.attr()))
+        })
+        .await
+    }
+
+    /// unlink (`dir == false`) or rmdir (`dir == true`).
+    pub async fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<(), FsError> {
+        if name == b"." {
+            return Err(FsError::Invalid("cannot remove \".\"".into()));
+        }
+        if name == b".." {
+            return Err(FsError::NotEmpty);
+        }
+        check_name(name)?;
+        self.mutate(|m, inner| {
+            let victim = inner.state.lookup(parent, name)?;
+            match (dir, victim.is_dir()) {
+                (false, true) => return Err(FsError::IsDir),
+                (true, false) => return Err(FsError::NotDir),
+                _ => {}
+            }
+            let sustain = victim.nlink <= 1 && inner.sessions.is_open(victim.ino);
+            let v = m.commit(
+                inner,
+                Op::Unlink(Unlink {
+                    parent,
+                    name: name.to_vec(),
+                    time: now(),
+                    sustain,
+                }),
+            )?;
+            Ok((v, ()))
+        })
+        .await
+    }
+
+    pub async fn rename(&self, req: RenameRequest) -> Result<(), FsError> {
+        check_name(&req.name)?;
+        check_name(&req.new_name)?;
+        self.mutate(|m, inner| {
+            let sustain = match inner.state.lookup(req.new_parent, &req.new_name) {
+                Ok(n) => !n.is_dir() && n.nlink <= 1 && inner.sessions.is_open(n.ino),
+                Err(_) => false,
+            };
+            let v = m.commit(
+                inner,
+                Op::Rename(Rename {
+                    parent: req.parent,
+                    name: req.name.clone(),
+                    new_parent: req.new_parent,
+                    new_name: req.new_name.clone(),
+                    flags: req.flags,
+                    time: now(),
+                    sustain,
+                }),
+            )?;
+            Ok((v, ()))
+        })
+        .await
+    }
+
+    pub async fn setattr(&self, req: SetAttrRequest) -> Result<Attr, FsError> {
+        if let Some(size) = req.size {
+            self.truncate(req.ino, size).await?;
+        }
+        let touches_more = req.mode.is_some()
+            || req.uid.is_some()
+            || req.gid.is_some()
+            || req.atime.is_some()
+            || req.mtime.is_some()
+            || req.atime_now
+            || req.mtime_now;
+        if !touches_more {
+            return self.getattr(req.ino);
+        }
+        let time = now();
+        let pick = |set_now: bool, t: &Option<elkfs_proto::meta::Timespec>| {
+            if set_now {
+                time
+            } else {
+                t.as_ref().map(|t| elkfs_proto::meta::Timespec {
+                    sec: t.sec,
+                    nsec: t.nsec.min(999_999_999),
+                })
+            }
+        };
+        self.mutate(|m, inner| {
+            let v = m.commit(
+                inner,
+                Op::SetAttr(SetAttr {
+                    ino: req.ino,
+                    mode: req.mode,
+                    uid: req.uid,
+                    gid: req.gid,
+                    atime: pick(req.atime_now, &req.atime),
+                    mtime: pick(req.mtime_now, &req.mtime),
+                    ctime: time,
+                }),
+            )?;
+            Ok((v, inner.state.inode(req.ino)?.attr()))
+        })
+        .await
+    }
+
+    pub fn readdir(&self, req: &ReadDirRequest) -> Result<ReadDirReply, FsError> {
+        let inner = self.lock();
+        let node = inner.state.inode(req.ino)?;
+        let dir = node.dir().ok_or(FsError::NotDir)?;
+        let max = (req.max_entries as usize).clamp(1, MAX_READDIR);
+        let mut entries = Vec::new();
+        let attr_of = |ino: u64| {
+            if req.plus {
+                inner.state.inodes.get(&ino).map(|n| n.attr())
+            } else {
+                None
+            }
+        };
+        let dot = |name: &[u8], ino: u64, cookie: u64| DirEntry {
+            name: name.to_vec(),
+            ino,
+            kind: NodeKind::Dir as i32,
+            cookie,
+            attr: attr_of(ino),
+        };
+        if req.cookie < 1 {
+            entries.push(dot(b".", node.ino, 1));
+        }
+        if req.cookie < 2 {
+            entries.push(dot(b"..", dir.parent, 2));
+        }
+        let mut eof = true;
+        for (&cookie, name) in dir.by_cookie.range(req.cookie.max(2) + 1..) {
+            if entries.len() >= max {
+                eof = false;
+                break;
+            }
+            let Some(e) = dir.entries.get(name) else {
+                continue;
+            };
+            let Some(child) = inner.state.inodes.get(&e.ino) else {
+                continue;
+            };
+            entries.push(DirEntry {
+                name: name.to_vec(),
+                ino: e.ino,
+                kind: child.kind as i32,
+                cookie,
+                attr: if req.plus { Some(child.attr()) } else { None },
+            });
+        }
+        Ok(ReadDirReply { entries, eof })
+    }
+
+    pub fn statfs(&self) -> StatFsReply {
+        let inner = self.lock();
+        let up = inner.cluster.servers.values().filter(|s| s.connected);
+        let (total, free, n) = up.fold((0, 0, 0), |(t, f, n), s| {
+            (t + s.space.total_bytes, f + s.space.avail_bytes, n + 1)
+        });
+        StatFsReply {
+            total_bytes: total,
+            free_bytes: free,
+            inodes: inner.state.inodes.len() as u64,
+            chunkservers: n,
+        }
+    }
+
+    pub fn hello(&self, resume: u64, open_inodes: &[u64]) -> u64 {
+        self.lock().sessions.hello(resume, open_inodes)
+    }
+
+    pub fn open(&self, session: u64, ino: u64) -> Result<Attr, FsError> {
+        let mut inner = self.lock();
+        let attr = inner.state.inode(ino)?.attr();
+        inner.sessions.open(session, ino);
+        Ok(attr)
+    }
+
+    pub async fn release(&self, session: u64, ino: u64) -> Result<(), FsError> {
+        let orphan = {
+            let mut inner = self.lock();
+            let last = inner.sessions.release(session, ino);
+            last && inner.state.inodes.get(&ino).is_some_and(|n| n.nlink == 0)
+        };
+        if orphan {
+            purge(self, ino).await?;
+        }
+        Ok(())
+    }
+}

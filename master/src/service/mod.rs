@@ -1,0 +1,17 @@
+//! gRPC adapters: decode a request, call the matching [`Master`](crate::core::Master)
+//! method, encode the answer. No decisions are made here.
+
+mod admin;
+mod meta;
+mod registry;
+
+pub use admin::AdminService;
+pub use meta::MetaService;
+pub use registry::RegistryService;
+
+use elkfs_proto::FsError;
+use tonic::{Response, Status};
+
+fn reply<T>(r: Result<T, FsError>) -> Result<Response<T>, Status> {
+    r.map(Response::new).map_err(Status::from)
+}
