@@ -8,6 +8,7 @@
 use crate::changelog::Changelog;
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::files;
 use crate::recovery::{self, Mode};
 use crate::sessions::Sessions;
 use crate::snapshot;
@@ -35,12 +36,15 @@ pub struct Master {
     /// deciding and logging.
     pub chunk_ops: tokio::sync::Mutex<()>,
     deletions: mpsc::UnboundedSender<(u64, u64)>,
+    /// Held for the master's lifetime: one master per data directory.
+    _data_lock: std::fs::File,
 }
 
 impl Master {
     /// Load metadata from the data directory and start the changelog.
     pub fn start(config: Config) -> anyhow::Result<Arc<Master>> {
         std::fs::create_dir_all(&config.data_dir)?;
+        let data_lock = files::lock_dir(&config.data_dir)?;
         let rec = recovery::recover(&config.data_dir, config.root_goal, Mode::Repair)?;
         let state = rec.state;
         if rec.image.is_none() || rec.records > 0 || rec.stop.is_some() {
@@ -61,6 +65,7 @@ impl Master {
             config,
             chunk_ops: tokio::sync::Mutex::new(()),
             deletions: tx,
+            _data_lock: data_lock,
         });
         tokio::spawn(delete_worker(master.clone(), rx));
         tokio::spawn(housekeeping(master.clone()));

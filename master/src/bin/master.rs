@@ -33,10 +33,10 @@ async fn run(config: elkfs_master::config::Config) -> anyhow::Result<()> {
         .await?
         .next()
         .with_context(|| format!("cannot resolve {}", config.listen))?;
-    let master = Master::start(config).context("loading metadata")?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
+    let master = Master::start(config).context("loading metadata")?;
     info!(%addr, version = master.metadata_version(), "elkfs-master serving");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     transport::server()
