@@ -1,1 +1,95 @@
-fn main() {}
+//! `elkfs-chunkserver`: see docs/architecture.md for flags, config keys and the disk format.
+
+use anyhow::Context as _;
+use clap::Parser;
+use elkfs_chunkserver::config::{Args, Config};
+use elkfs_chunkserver::master_link::{self, MasterLink, DAMAGE_QUEUE};
+use elkfs_chunkserver::service::{self, ChunkService};
+use elkfs_chunkserver::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
+
+/// How long in-flight requests get to finish after SIGTERM before we close anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn init_logging() {
+    let filter = std::env::var("ELKFS_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        // Colour only for a terminal: `elkfs up` sends logs to files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_logging();
+    let cfg = Config::load(Args::parse())?;
+    elkfs_proto::transport::endpoint(&cfg.master)
+        .with_context(|| format!("master address {:?}", cfg.master))?;
+    tracing::info!(?cfg, "starting chunkserver");
+
+    let (dirs, reserve) = (cfg.data_dirs.clone(), cfg.reserve_bytes);
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || Store::open(&dirs, reserve))
+            .await?
+            .context("opening the data directories")?,
+    );
+    let uuid =
+        master_link::load_or_create_uuid(&cfg.data_dirs[0]).context("reading the uuid file")?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    tracing::info!(listen = %cfg.listen, %uuid, "serving");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (damage_tx, damage_rx) = mpsc::channel(DAMAGE_QUEUE);
+    let link = MasterLink {
+        store: store.clone(),
+        master: cfg.master.clone(),
+        addr: cfg.listen.clone(),
+        uuid,
+        heartbeat: Duration::from_secs(cfg.heartbeat_secs),
+    };
+    let link = tokio::spawn(link.run(damage_rx, stop_rx.clone()));
+
+    let svc = ChunkService::new(store.clone(), cfg.listen.clone(), damage_tx);
+    let mut server_stop = stop_rx.clone();
+    let mut server = tokio::spawn(service::serve(listener, svc, async move {
+        let _ = server_stop.changed().await;
+    }));
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM, stopping"),
+        _ = int.recv() => tracing::info!("SIGINT, stopping"),
+        res = &mut server => {
+            res?.context("chunk service failed")?;
+            anyhow::bail!("chunk service stopped unexpectedly");
+        }
+    }
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
+        Ok(res) => res?.context("chunk service failed")?,
+        Err(_) => {
+            tracing::warn!("requests still running after the drain timeout, closing anyway");
+            server.abort();
+        }
+    }
+    if let Err(e) = link.await? {
+        tracing::warn!(error = %e, "master link ended with an error");
+    }
+    // Writes still running on the blocking pool hold the chunk locks; shutdown's index
+    // sync waits on those locks, so it sees their final lengths.
+    tokio::task::spawn_blocking(move || store.shutdown())
+        .await?
+        .context("syncing the chunk index")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! The sled chunk index: chunk id → (version, disk, length), so a clean start-up needs no
+//! directory scan. Only trusted when the `clean` marker says the last shutdown synced it;
+//! the chunk files stay the source of truth.
+
+use std::path::Path;
+
+/// Name of the marker written (next to the index) after a clean shutdown synced the index.
+pub const CLEAN_MARKER: &str = "clean";
+pub const INDEX_DIR: &str = "index.sled";
+const META_TREE: &str = "meta";
+const DIRS_KEY: &str = "data_dirs";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("index entry for key {key:02x?} is malformed")]
+    Malformed { key: Vec<u8> },
+    #[error("index I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub version: u32,
+    pub disk: u32,
+    pub len: u64,
+}
+
+impl IndexEntry {
+    fn encode(&self) -> [u8; 16] {
+        let mut v = [0u8; 16];
+        v[0..4].copy_from_slice(&self.version.to_le_bytes());
+        v[4..8].copy_from_slice(&self.disk.to_le_bytes());
+        v[8..16].copy_from_slice(&self.len.to_le_bytes());
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<IndexEntry> {
+        Some(IndexEntry {
+            version: u32::from_le_bytes(v.get(0..4)?.try_into().ok()?),
+            disk: u32::from_le_bytes(v.get(4..8)?.try_into().ok()?),
+            len: u64::from_le_bytes(v.get(8..16)?.try_into().ok()?),
+        })
+    }
+}
+
+/// Chunk id and entry, as loaded from or stored into the index.
+pub type Entries = Vec<(u64, IndexEntry)>;
+
+pub struct Index {
+    db: sled::Db,
+}
+
+impl Index {
+    /// Opens the index under `data_dir`; a directory sled cannot open is wiped and re-created
+    /// when `wipe_on_error` (the caller will rebuild it from the files anyway).
+    pub fn open(data_dir: &Path, wipe_on_error: bool) -> Result<Index, IndexError> {
+        let dir = data_dir.join(INDEX_DIR);
+        match sled::open(&dir) {
+            Ok(db) => Ok(Index { db }),
+            Err(e) if wipe_on_error => {
+                tracing::warn!(dir = %dir.display(), error = %e, "chunk index unreadable, re-creating it");
+                std::fs::remove_dir_all(&dir)?;
+                let db = sled::open(&dir)?;
+                Ok(Index { db })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The data directories the index was written for (its disk numbers index this list),
+    /// and every entry, failing on the first malformed one (a sign it cannot be trusted).
+    pub fn load(&self) -> Result<(Vec<u8>, Entries), IndexError> {
+        let dirs = self
+            .db
+            .open_tree(META_TREE)?
+            .get(DIRS_KEY)?
+            .map(|v| v.to_vec())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for kv in self.db.iter() {
+            let (k, v) = kv?;
+            let id = k
+                .as_ref()
+                .try_into()
+                .ok()
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| IndexError::Malformed { key: k.to_vec() })?;
+            let e =
+                IndexEntry::decode(&v).ok_or_else(|| IndexError::Malformed { key: k.to_vec() })?;
+            out.push((id, e));
+        }
+        Ok((dirs, out))
+    }
+
+    /// Makes the index hold exactly `entries` for the data directories `dirs` (an opaque
+    /// key compared at start-up), then flushes it to disk.
+    pub fn replace_all(
+        &self,
+        dirs: &[u8],
+        entries: &[(u64, IndexEntry)],
+    ) -> Result<(), IndexError> {
+        self.db.open_tree(META_TREE)?.insert(DIRS_KEY, dirs)?;
+        self.db.clear()?;
+        let mut batch = sled::Batch::default();
+        for (id, e) in entries {
+            batch.insert(&id.to_be_bytes(), &e.encode());
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
