@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/registry.proto",
         "proto/admin.proto",
         "proto/changelog.proto",
+        "proto/feed.proto",
     ];
     tonic_prost_build::configure()
         // Payloads are passed along without copying (chain forwarding, read replies).

@@ -20,6 +20,11 @@ pub struct Config {
     pub root_goal: u32,
     /// A chunkserver silent this long is treated as gone.
     pub chunkserver_timeout_secs: u64,
+    /// Metaloggers that must have a record on disk before the client is answered
+    /// (0: answer once it is durable on the master alone).
+    pub sync_metaloggers: usize,
+    /// How long a request waits for those metaloggers before it fails with EIO.
+    pub sync_metaloggers_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -31,6 +36,8 @@ impl Default for Config {
             snapshots_keep: 3,
             root_goal: DEFAULT_GOAL,
             chunkserver_timeout_secs: 10,
+            sync_metaloggers: 0,
+            sync_metaloggers_timeout_ms: 5000,
         }
     }
 }
@@ -53,6 +60,10 @@ pub struct Args {
     pub root_goal: Option<u32>,
     #[arg(long)]
     pub chunkserver_timeout_secs: Option<u64>,
+    #[arg(long)]
+    pub sync_metaloggers: Option<usize>,
+    #[arg(long)]
+    pub sync_metaloggers_timeout_ms: Option<u64>,
 }
 
 impl Args {
@@ -82,6 +93,12 @@ impl Args {
         }
         if let Some(v) = self.chunkserver_timeout_secs {
             c.chunkserver_timeout_secs = v;
+        }
+        if let Some(v) = self.sync_metaloggers {
+            c.sync_metaloggers = v;
+        }
+        if let Some(v) = self.sync_metaloggers_timeout_ms {
+            c.sync_metaloggers_timeout_ms = v;
         }
         Ok(c)
     }

@@ -8,6 +8,7 @@
 use crate::changelog::Changelog;
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::feed::Feed;
 use crate::files;
 use crate::recovery::{self, Mode};
 use crate::sessions::Sessions;
@@ -36,6 +37,8 @@ pub struct Master {
     /// deciding and logging.
     pub chunk_ops: tokio::sync::Mutex<()>,
     deletions: mpsc::UnboundedSender<(u64, u64)>,
+    /// Committed records for metaloggers, and their acks.
+    pub feed: Feed,
     /// Held for the master's lifetime: one master per data directory.
     _data_lock: std::fs::File,
 }
@@ -55,6 +58,10 @@ impl Master {
         let log = Changelog::start(&config.data_dir, state.version + 1)?;
         snapshot::prune(&config.data_dir, config.snapshots_keep)?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let feed = Feed::new(
+            config.sync_metaloggers,
+            Duration::from_millis(config.sync_metaloggers_timeout_ms),
+        );
         let master = Arc::new(Master {
             inner: Mutex::new(Inner {
                 state,
@@ -65,6 +72,7 @@ impl Master {
             config,
             chunk_ops: tokio::sync::Mutex::new(()),
             deletions: tx,
+            feed,
             _data_lock: data_lock,
         });
         tokio::spawn(delete_worker(master.clone(), rx));
@@ -87,7 +95,9 @@ impl Master {
         let version = inner.state.version + 1;
         let rec = Record { op: Some(op) };
         let effects = inner.state.apply(version, &rec)?;
-        self.log.submit(version, &rec.encode_to_vec());
+        let payload = rec.encode_to_vec();
+        self.log.submit(version, &payload);
+        self.feed.publish(version, payload);
         for chunk in effects.freed_chunks {
             inner.cluster.leases.remove(&chunk);
             if let Some(copies) = inner.cluster.locations.remove(&chunk) {
@@ -99,7 +109,15 @@ impl Master {
         Ok(version)
     }
 
+    /// Wait until `version` may be acknowledged to a client: durable here and, with
+    /// `sync_metaloggers`, on enough metaloggers.
     pub async fn durable(&self, version: u64) -> Result<(), FsError> {
+        self.locally_durable(version).await?;
+        self.feed.replicated(version).await
+    }
+
+    /// Wait until `version` is in the master's own changelog on disk.
+    pub async fn locally_durable(&self, version: u64) -> Result<(), FsError> {
         self.log
             .wait(version)
             .await

@@ -4,6 +4,7 @@
 //! * [`frame`], [`changelog`], [`snapshot`], [`recovery`], [`files`]: durable formats,
 //!   group commit, images, start-up replay.
 //! * [`cluster`], [`placement`], [`sessions`]: soft state rebuilt after a restart.
+//! * [`feed`]: what metaloggers follow (image, records, acks).
 //! * [`core`]: the running master; [`ops`]: what each request does;
 //!   [`service`]: gRPC adapters; [`config`]: settings.
 
@@ -11,6 +12,7 @@ pub mod changelog;
 pub mod cluster;
 pub mod config;
 pub mod core;
+pub mod feed;
 pub mod files;
 pub mod frame;
 pub mod ops;

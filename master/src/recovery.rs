@@ -20,6 +20,9 @@ pub enum RecoveryError {
     Io(#[from] std::io::Error),
 }
 
+/// Records between progress lines during a long replay.
+const PROGRESS_EVERY: u64 = 1_000_000;
+
 /// Where replay stopped before the end of the available records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stop {
@@ -126,6 +129,9 @@ pub fn recover(dir: &Path, root_goal: u32, mode: Mode) -> Result<Recovered, Reco
                 break 'files;
             }
             records += 1;
+            if records % PROGRESS_EVERY == 0 {
+                info!(records, version = state.version, file = %path.display(), "replaying changelog");
+            }
         }
     }
     if let Some(s) = &mut stop {

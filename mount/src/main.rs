@@ -1,1 +1,172 @@
-fn main() {}
+//! elkfs-mount: the elkfs FUSE client.
+//!
+//! `elkfs-mount MASTER MOUNTPOINT [-o opt,...]` mounts the filesystem of the master at
+//! MASTER (host:port) and serves it in the foreground until unmounted, or until SIGTERM /
+//! SIGINT (which unmount cleanly; a second signal exits at once).
+
+mod attr;
+mod chunkservers;
+mod fs;
+mod handles;
+mod master_client;
+mod options;
+mod reader;
+mod writer;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "elkfs-mount",
+    version,
+    about = "Mount an elkfs filesystem (FUSE client)"
+)]
+struct Args {
+    /// Master address, host:port
+    master: String,
+    /// Where to mount
+    mountpoint: PathBuf,
+    /// Mount options: ro, allow_other, attr_timeout=S, entry_timeout=S, threads=N
+    #[arg(short = 'o', value_delimiter = ',', action = clap::ArgAction::Append)]
+    options: Vec<String>,
+}
+
+fn init_logging() {
+    let filter = std::env::var("ELKFS_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length; gethostname NUL-terminates within it
+    // or truncates, and we stop at the first NUL or the end.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Unmounts; if the mount is busy, detaches it lazily so the session still ends once the
+/// last open file is closed.
+fn unmount(unmounter: &mut SessionUnmounter, mountpoint: &Path) {
+    match unmounter.unmount() {
+        Ok(()) => return,
+        Err(e) => warn!(
+            "unmount of {} failed ({e}); detaching lazily",
+            mountpoint.display()
+        ),
+    }
+    if let Ok(path) = CString::new(mountpoint.as_os_str().as_bytes()) {
+        // SAFETY: path is a valid NUL-terminated string.
+        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return;
+        }
+    }
+    match std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(mountpoint)
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        Ok(s) => error!("fusermount3 -u -z failed: {s}"),
+        Err(e) => error!("could not run fusermount3: {e}"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    init_logging();
+    let args = Args::parse();
+    let (opts, unknown) = options::parse(args.options.iter().map(String::as_str))?;
+    for o in unknown {
+        warn!("ignoring unknown mount option {o}");
+    }
+    if !args.mountpoint.is_dir() {
+        bail!(
+            "mount point {} is not a directory",
+            args.mountpoint.display()
+        );
+    }
+    let mountpoint = args.mountpoint.canonicalize().context("mount point")?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(4, |n| n.get().max(4)))
+        .thread_name("elkfs-io")
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let client = format!("{}:{}", hostname(), mountpoint.display());
+    let master = rt
+        .block_on(master_client::Master::connect(&args.master, client))
+        .with_context(|| format!("connecting to master {}", args.master))?;
+
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("elkfs".into()),
+        MountOption::Subtype("elkfs".into()),
+        MountOption::DefaultPermissions,
+        if opts.read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
+    ];
+    if opts.allow_other {
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some(opts.threads);
+    config.clone_fd = true;
+
+    let filesystem = fs::ElkFs::new(rt.handle().clone(), Arc::new(master), opts);
+    let mut session = Session::new(filesystem, &mountpoint, &config)
+        .with_context(|| format!("mounting {}", mountpoint.display()))?;
+    info!("mounted {} from {}", mountpoint.display(), args.master);
+
+    let mut unmounter = session.unmount_callable();
+    let signal_mountpoint = mountpoint.clone();
+    rt.spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                error!("cannot watch signals: {e}");
+                return;
+            }
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        info!(
+            "signal received, unmounting {}",
+            signal_mountpoint.display()
+        );
+        let detach =
+            tokio::task::spawn_blocking(move || unmount(&mut unmounter, &signal_mountpoint));
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        warn!("second signal, exiting without waiting for open files");
+        drop(detach);
+        std::process::exit(1);
+    });
+
+    session.run().context("FUSE session")?;
+    info!("unmounted {}", mountpoint.display());
+    Ok(())
+}

@@ -2,7 +2,8 @@
 //!
 //! * [`meta`]: client ↔ master, [`chunk`]: chunkserver data and orders,
 //!   [`registry`]: chunkserver → master, [`admin`]: `elkfs` tool → master,
-//!   [`changelog`]: the master's durable record and snapshot formats.
+//!   [`changelog`]: the master's durable record and snapshot formats,
+//!   [`feed`]: master → metalogger (image and live records, acks).
 //! * [`FsError`]: the one error type that crosses the wire, and its single mapping to errno.
 //! * [`limits`], [`transport`]: sizes and gRPC settings both ends must agree on.
 
@@ -27,4 +28,7 @@ pub mod admin {
 }
 pub mod changelog {
     tonic::include_proto!("elkfs.changelog");
+}
+pub mod feed {
+    tonic::include_proto!("elkfs.feed");
 }

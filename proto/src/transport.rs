@@ -2,7 +2,7 @@
 //! default would stall every 1 MiB write on window updates) and matching message limits.
 
 use crate::limits::MAX_MESSAGE;
-use crate::{admin, chunk, meta, registry};
+use crate::{admin, chunk, feed, meta, registry};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint, Server};
 
@@ -88,6 +88,18 @@ pub fn registry_service<T: registry::registry_server::Registry>(
 
 pub fn admin_service<T: admin::admin_server::Admin>(svc: T) -> admin::admin_server::AdminServer<T> {
     admin::admin_server::AdminServer::new(svc)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+pub fn feed_client(ch: Channel) -> feed::feed_client::FeedClient<Channel> {
+    feed::feed_client::FeedClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+pub fn feed_service<T: feed::feed_server::Feed>(svc: T) -> feed::feed_server::FeedServer<T> {
+    feed::feed_server::FeedServer::new(svc)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
 }

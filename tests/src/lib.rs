@@ -1,1 +1,23 @@
-//! placeholder
+//! Cross-process test harness: real `elkfs-master`, `elkfs-chunkserver` and `elkfs-mount`
+//! processes from this workspace's target directory, real FUSE mounts, real disks.
+//!
+//! * [`Cluster`]: one master and N chunkservers on a loopback address of its own, with a
+//!   temporary directory for data and logs; kill/restart helpers; cleans up on drop, even
+//!   when the test panics, and prints the daemons' log tails when it does.
+//! * [`Mount`]: a FUSE mount of a cluster.
+//! * [`fsutil`]: errno assertions, running a syscall as another user, deterministic
+//!   random data.
+
+mod admin;
+mod bins;
+mod cluster;
+pub mod fsutil;
+pub mod metalogger;
+mod mount;
+mod process;
+
+pub use admin::admin_status;
+pub use bins::bin;
+pub use cluster::{next_loopback_ip, Cluster, Opts};
+pub use elkfs_proto::admin::StatusReply;
+pub use mount::Mount;

@@ -4,8 +4,9 @@ use anyhow::Context;
 use clap::Parser;
 use elkfs_master::config::Args;
 use elkfs_master::core::Master;
-use elkfs_master::service::{AdminService, MetaService, RegistryService};
+use elkfs_master::service::{AdminService, FeedService, MetaService, RegistryService};
 use elkfs_proto::transport;
+use std::io::IsTerminal;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 
@@ -25,6 +26,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -38,12 +40,23 @@ async fn run(config: elkfs_master::config::Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {addr}"))?;
     let master = Master::start(config).context("loading metadata")?;
     info!(%addr, version = master.metadata_version(), "elkfs-master serving");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // `Server::tcp_nodelay` only applies to sockets tonic accepts itself. Without it,
+    // Nagle holds back the small writes of a stream (metalogger feed) until the peer's
+    // delayed ACK, adding ~40 ms to every synchronously replicated operation.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |s| s.and_then(|s| s.set_nodelay(true).map(|()| s)),
+    );
     transport::server()
         .add_service(transport::meta_service(MetaService(master.clone())))
         .add_service(transport::registry_service(RegistryService(master.clone())))
         .add_service(transport::admin_service(AdminService(master.clone())))
-        .serve_with_incoming_shutdown(incoming, shutdown_signal())
+        .add_service(transport::feed_service(FeedService(master.clone())))
+        .serve_with_incoming_shutdown(incoming, async {
+            shutdown_signal().await;
+            // Follower streams are endless; the server waits for open streams to end.
+            master.feed.close();
+        })
         .await?;
     info!("stopping: writing a final metadata image");
     master.snapshot().await?;

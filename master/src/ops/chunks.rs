@@ -12,7 +12,8 @@ use elkfs_proto::meta::{Attr, ChunkReply, ChunkRequest, Location, WriteEndReques
 use elkfs_proto::FsError;
 use futures::future::join_all;
 use std::collections::HashSet;
-use std::time::Instant;
+use std::future::Future;
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 /// What a write needs done on the chunkservers before it can be logged.
@@ -26,6 +27,19 @@ enum Plan {
         old: u32,
         servers: Vec<u64>,
     },
+}
+
+/// Chunk orders run while other writers wait (`chunk_ops`): a server that does not answer
+/// in time is treated as failed rather than stalling everyone.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn order<T>(call: impl Future<Output = Result<T, tonic::Status>>) -> Result<T, FsError> {
+    match tokio::time::timeout(ORDER_TIMEOUT, call).await {
+        Ok(r) => r.map_err(FsError::from),
+        Err(_) => Err(FsError::Unavailable(
+            "chunkserver did not answer in time".into(),
+        )),
+    }
 }
 
 fn check_index(index: u64) -> Result<(), FsError> {
@@ -243,23 +257,21 @@ impl Master {
             let plan = &plan;
             async move {
                 let r = match plan {
-                    Plan::Create { .. } => client
-                        .create(CreateRequest {
-                            chunk_id: chunk,
-                            version,
-                        })
-                        .await
-                        .map(|_| ()),
-                    Plan::Bump { old, .. } => client
-                        .set_version(SetVersionRequest {
-                            chunk_id: chunk,
-                            old_version: *old,
-                            new_version: version,
-                        })
-                        .await
-                        .map(|_| ()),
+                    Plan::Create { .. } => order(client.create(CreateRequest {
+                        chunk_id: chunk,
+                        version,
+                    }))
+                    .await
+                    .map(|_| ()),
+                    Plan::Bump { old, .. } => order(client.set_version(SetVersionRequest {
+                        chunk_id: chunk,
+                        old_version: *old,
+                        new_version: version,
+                    }))
+                    .await
+                    .map(|_| ()),
                 };
-                (s, addr, r.map_err(FsError::from))
+                (s, addr, r)
             }
         });
         let mut ok = Vec::new();

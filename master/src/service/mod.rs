@@ -2,10 +2,12 @@
 //! method, encode the answer. No decisions are made here.
 
 mod admin;
+mod feed;
 mod meta;
 mod registry;
 
 pub use admin::AdminService;
+pub use feed::FeedService;
 pub use meta::MetaService;
 pub use registry::RegistryService;
 

@@ -1,0 +1,925 @@
+//! The fuser `Filesystem`: translates kernel requests into master calls and the data path.
+//! Every request that talks to the network runs as a task on the tokio runtime and replies
+//! from there, so the fuser threads only dispatch.
+
+use crate::attr::{file_type, kind_from_mode, to_file_attr};
+use crate::chunkservers::ChunkServers;
+use crate::handles::{Handles, OpenFile};
+use crate::master_client::Master;
+use crate::options::MountOptions;
+use crate::reader::Reader;
+use crate::writer::{FileWriter, WriteCtx};
+use bytes::Bytes;
+use elkfs_proto::limits::{MAX_NAME, MAX_SYMLINK};
+use elkfs_proto::meta::{
+    Attr, Caller, MknodRequest, NodeKind, ReadDirRequest, RenameRequest, SetAttrRequest,
+    SymlinkRequest, Timespec,
+};
+use elkfs_proto::time::from_system;
+use elkfs_proto::FsError;
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+use std::ffi::OsStr;
+use std::future::Future;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tracing::{debug, debug_span, info, warn, Instrument, Span};
+
+/// Largest FUSE read/write request asked of the kernel.
+const MAX_REQUEST: u32 = 1 << 20;
+/// Kernel read-ahead asked for (the kernel may cap it).
+const KERNEL_READAHEAD: u32 = 16 << 20;
+/// Directory entries asked of the master per ReadDir page.
+const READDIR_PAGE: u32 = 512;
+/// statfs block size.
+const STATFS_BLOCK: u64 = 64 << 10;
+/// How long the final flush at unmount may take.
+const FINAL_FLUSH: Duration = Duration::from_secs(60);
+
+/// A reply that can carry an errno.
+pub trait ErrorReply {
+    fn error(self, e: Errno);
+}
+
+macro_rules! error_reply {
+    ($($t:ty),*) => {$(
+        impl ErrorReply for $t {
+            fn error(self, e: Errno) {
+                <$t>::error(self, e)
+            }
+        }
+    )*};
+}
+error_reply!(
+    ReplyEntry,
+    ReplyAttr,
+    ReplyEmpty,
+    ReplyData,
+    ReplyOpen,
+    ReplyWrite,
+    ReplyStatfs,
+    ReplyCreate,
+    ReplyDirectory,
+    ReplyDirectoryPlus,
+    ReplyIoctl
+);
+
+/// The one place an FsError becomes the errno of a reply.
+fn fail<R: ErrorReply>(reply: R, e: FsError) {
+    debug!("failed: {e}");
+    reply.error(Errno::from_i32(e.errno()));
+}
+
+fn name_of(name: &OsStr) -> Result<Vec<u8>, FsError> {
+    let b = name.as_bytes();
+    if b.len() > MAX_NAME {
+        return Err(FsError::NameTooLong);
+    }
+    Ok(b.to_vec())
+}
+
+fn caller(req: &Request) -> Option<Caller> {
+    Some(Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    })
+}
+
+/// The kernel's timespec behind a time fuser 0.18 hands us. For times before 1970 fuser
+/// builds `EPOCH - (-sec s + nsec ns)` from the kernel's (sec, nsec) instead of
+/// `EPOCH - -sec s + nsec ns` (its `system_time_from_time`), so the pair is read back from
+/// that form; later times convert normally.
+fn kernel_time(t: SystemTime) -> Timespec {
+    match std::time::UNIX_EPOCH.duration_since(t) {
+        Ok(before) if !before.is_zero() => Timespec {
+            sec: -(before.as_secs() as i64),
+            nsec: before.subsec_nanos(),
+        },
+        _ => from_system(t),
+    }
+}
+
+fn time_of(t: Option<TimeOrNow>) -> (Option<Timespec>, bool) {
+    match t {
+        Some(TimeOrNow::SpecificTime(t)) => (Some(kernel_time(t)), false),
+        Some(TimeOrNow::Now) => (None, true),
+        None => (None, false),
+    }
+}
+
+struct Core {
+    master: Arc<Master>,
+    reader: Arc<Reader>,
+    handles: Handles,
+    opts: MountOptions,
+}
+
+impl Core {
+    fn attr(&self, a: &Attr) -> FileAttr {
+        to_file_attr(a, self.handles.local_size(a.ino))
+    }
+
+    async fn flush(&self, ino: u64, writer: &FileWriter, sync: bool) -> Result<(), FsError> {
+        let r = writer.flush(sync).await;
+        // WriteEnd changed the size the cached chunk replies carry.
+        self.reader.forget(ino);
+        r
+    }
+
+    async fn open(&self, ino: u64) -> Result<u64, FsError> {
+        self.master.open(ino).await?;
+        // Close-to-open: what others wrote and closed before is visible now.
+        self.reader.forget(ino);
+        Ok(self.handles.open(ino))
+    }
+
+    async fn create(
+        &self,
+        parent: u64,
+        name: Vec<u8>,
+        mode: u32,
+        caller: Option<Caller>,
+        exclusive: bool,
+    ) -> Result<(FileAttr, u64), FsError> {
+        let req = MknodRequest {
+            parent,
+            name: name.clone(),
+            kind: NodeKind::File as i32,
+            mode,
+            rdev: 0,
+            caller,
+            session: 0,
+            open: true,
+        };
+        match self.master.mknod(req).await {
+            Ok(a) => Ok((self.attr(&a), self.handles.open(a.ino))),
+            // Created by someone else since the kernel's lookup: plain O_CREAT opens it.
+            Err(FsError::Exists) if !exclusive => {
+                let a = self.master.lookup(parent, name).await?;
+                if a.kind() == NodeKind::Dir {
+                    return Err(FsError::IsDir);
+                }
+                let fh = self.open(a.ino).await?;
+                Ok((self.attr(&a), fh))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn setattr(&self, req: SetAttrRequest) -> Result<FileAttr, FsError> {
+        let ino = req.ino;
+        let truncating = req.size.is_some();
+        let writer = self.handles.writer(ino);
+        if truncating {
+            if let Some(w) = &writer {
+                self.flush(ino, w, false).await?;
+            }
+        }
+        let a = self.master.setattr(req).await?;
+        if truncating {
+            self.reader.forget(ino);
+            if let Some(w) = &writer {
+                w.truncated().await;
+            }
+        }
+        Ok(self.attr(&a))
+    }
+
+    async fn read(&self, file: &OpenFile, offset: u64, size: u32) -> Result<Bytes, FsError> {
+        if file.writer.is_dirty() {
+            self.flush(file.ino, &file.writer, false).await?;
+        }
+        self.reader
+            .read_ahead(
+                &file.read_ahead,
+                file.writer.generation(),
+                file.ino,
+                offset,
+                u64::from(size),
+            )
+            .await
+    }
+
+    async fn release(&self, fh: u64, file: &OpenFile) -> Result<(), FsError> {
+        let flushed = self.flush(file.ino, &file.writer, false).await;
+        self.handles.close(fh);
+        let released = self.master.release(file.ino).await;
+        flushed.and(released)
+    }
+
+    /// Attributes for a readdirplus entry ("." and ".." may come without).
+    async fn entry_attr(&self, e: &elkfs_proto::meta::DirEntry) -> Result<FileAttr, FsError> {
+        match &e.attr {
+            Some(a) => Ok(self.attr(a)),
+            None => Ok(self.attr(&self.master.getattr(e.ino).await?)),
+        }
+    }
+}
+
+pub struct ElkFs {
+    rt: tokio::runtime::Handle,
+    core: Arc<Core>,
+}
+
+impl ElkFs {
+    pub fn new(rt: tokio::runtime::Handle, master: Arc<Master>, opts: MountOptions) -> ElkFs {
+        let servers = Arc::new(ChunkServers::default());
+        let reader = Arc::new(Reader::new(master.clone(), servers.clone()));
+        let handles = Handles::new(WriteCtx::new(master.clone(), servers));
+        ElkFs {
+            rt,
+            core: Arc::new(Core {
+                master,
+                reader,
+                handles,
+                opts,
+            }),
+        }
+    }
+
+    /// Runs `work` on the runtime and answers with `ok` or the error's errno.
+    fn run<R, T, F, Fut>(
+        &self,
+        span: Span,
+        reply: R,
+        work: F,
+        ok: impl FnOnce(R, T) + Send + 'static,
+    ) where
+        R: ErrorReply + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(Arc<Core>) -> Fut,
+        Fut: Future<Output = Result<T, FsError>> + Send + 'static,
+    {
+        let fut = work(self.core.clone());
+        self.rt.spawn(
+            async move {
+                match fut.await {
+                    Ok(v) => ok(reply, v),
+                    Err(e) => fail(reply, e),
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    fn ttls(&self) -> (Duration, Duration) {
+        (self.core.opts.attr_timeout, self.core.opts.entry_timeout)
+    }
+
+    fn file(&self, fh: FileHandle) -> Result<Arc<OpenFile>, FsError> {
+        self.core
+            .handles
+            .get(fh.0)
+            .ok_or_else(|| FsError::Invalid(format!("unknown file handle {}", fh.0)))
+    }
+
+    fn entry_reply(&self) -> impl FnOnce(ReplyEntry, FileAttr) + Send + 'static {
+        let (attr_ttl, entry_ttl) = self.ttls();
+        move |r: ReplyEntry, a: FileAttr| {
+            r.entry_with_ttls(&attr_ttl, &entry_ttl, &a, Generation(0))
+        }
+    }
+
+    fn new_node(&self, span: Span, reply: ReplyEntry, name: &OsStr, req: MknodRequest) {
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return fail(reply, e),
+        };
+        let req = MknodRequest { name, ..req };
+        let ok = self.entry_reply();
+        self.run(
+            span,
+            reply,
+            |c| async move { c.master.mknod(req).await.map(|a| c.attr(&a)) },
+            ok,
+        );
+    }
+}
+
+impl Filesystem for ElkFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if let Err(max) = config.set_max_write(MAX_REQUEST) {
+            let _ = config.set_max_write(max);
+        }
+        if let Err(max) = config.set_max_readahead(KERNEL_READAHEAD) {
+            let _ = config.set_max_readahead(max);
+        }
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        use fuser::InitFlags;
+        for cap in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+        ] {
+            if config.add_capabilities(cap).is_err() {
+                debug!("kernel lacks {cap:?}");
+            }
+        }
+        info!(session = self.core.master.session(), "elkfs mounted");
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        let writers = self.core.handles.all_writers();
+        if writers.is_empty() {
+            return;
+        }
+        info!(
+            files = writers.len(),
+            "flushing files still open at unmount"
+        );
+        let flushed = self.rt.block_on(async move {
+            tokio::time::timeout(FINAL_FLUSH, async {
+                for w in writers {
+                    if let Err(e) = w.flush(false).await {
+                        warn!("final flush failed: {e}");
+                    }
+                }
+            })
+            .await
+        });
+        if flushed.is_err() {
+            warn!("final flush timed out; unflushed data is lost");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let span = debug_span!("lookup", parent = parent.0, ?name);
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return fail(reply, e),
+        };
+        let ok = self.entry_reply();
+        self.run(
+            span,
+            reply,
+            |c| async move { c.master.lookup(parent.0, name).await.map(|a| c.attr(&a)) },
+            ok,
+        );
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let span = debug_span!("getattr", ino = ino.0);
+        let ttl = self.core.opts.attr_timeout;
+        self.run(
+            span,
+            reply,
+            |c| async move { c.master.getattr(ino.0).await.map(|a| c.attr(&a)) },
+            move |r, a| r.attr(&ttl, &a),
+        );
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let span = debug_span!("setattr", ino = ino.0, ?mode, ?uid, ?gid, ?size);
+        let (atime, atime_now) = time_of(atime);
+        let (mtime, mtime_now) = time_of(mtime);
+        let req = SetAttrRequest {
+            ino: ino.0,
+            mode: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+            atime_now,
+            mtime_now,
+            session: 0,
+        };
+        let ttl = self.core.opts.attr_timeout;
+        self.run(
+            span,
+            reply,
+            |c| async move { c.setattr(req).await },
+            move |r, a| r.attr(&ttl, &a),
+        );
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let span = debug_span!("readlink", ino = ino.0);
+        self.run(
+            span,
+            reply,
+            |c| async move { c.master.readlink(ino.0).await },
+            |r, t| r.data(&t),
+        );
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let span = debug_span!("mknod", parent = parent.0, ?name, mode, rdev);
+        let Some(kind) = kind_from_mode(mode) else {
+            return fail(reply, FsError::Invalid(format!("mknod of mode {mode:o}")));
+        };
+        let mreq = MknodRequest {
+            parent: parent.0,
+            name: Vec::new(),
+            kind: kind as i32,
+            mode: mode & 0o7777 & !umask,
+            rdev,
+            caller: caller(req),
+            session: 0,
+            open: false,
+        };
+        self.new_node(span, reply, name, mreq);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let span = debug_span!("mkdir", parent = parent.0, ?name, mode);
+        let mreq = MknodRequest {
+            parent: parent.0,
+            name: Vec::new(),
+            kind: NodeKind::Dir as i32,
+            mode: mode & 0o7777 & !umask,
+            rdev: 0,
+            caller: caller(req),
+            session: 0,
+            open: false,
+        };
+        self.new_node(span, reply, name, mreq);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let span = debug_span!("unlink", parent = parent.0, ?name);
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return fail(reply, e),
+        };
+        self.run(
+            span,
+            reply,
+            |c| async move { c.master.unlink(parent.0, name).await },
+            |r, ()| r.ok(),
+        );
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let span = debug_span!("rmdir", parent = parent.0, ?name);
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return fail(reply, e),
+        };
+        self.run(
+            span,
+            reply,
+            |c| async move { c.master.rmdir(parent.0, name).await },
+            |r, ()| r.ok(),
+        );
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let span = debug_span!("symlink", parent = parent.0, ?link_name, ?target);
+        let name = match name_of(link_name) {
+            Ok(n) => n,
+            Err(e) => return fail(reply, e),
+        };
+        let target = target.as_os_str().as_bytes().to_vec();
+        if target.len() > MAX_SYMLINK {
+            return fail(reply, FsError::NameTooLong);
+        }
+        let sreq = SymlinkRequest {
+            parent: parent.0,
+            name,
+            target,
+            caller: caller(req),
+        };
+        let ok = self.entry_reply();
+        self.run(
+            span,
+            reply,
+            |c| async move { c.master.symlink(sreq).await.map(|a| c.attr(&a)) },
+            ok,
+        );
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let span = debug_span!("rename", parent = parent.0, ?name, newparent = newparent.0, ?newname, %flags);
+        let (name, new_name) = match (name_of(name), name_of(newname)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return fail(reply, e),
+        };
+        let rreq = RenameRequest {
+            parent: parent.0,
+            name,
+            new_parent: newparent.0,
+            new_name,
+            flags: flags.bits(),
+        };
+        self.run(
+            span,
+            reply,
+            |c| async move { c.master.rename(rreq).await },
+            |r, ()| r.ok(),
+        );
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let span = debug_span!("link", ino = ino.0, newparent = newparent.0, ?newname);
+        let name = match name_of(newname) {
+            Ok(n) => n,
+            Err(e) => return fail(reply, e),
+        };
+        let ok = self.entry_reply();
+        self.run(
+            span,
+            reply,
+            |c| async move {
+                c.master
+                    .link(ino.0, newparent.0, name)
+                    .await
+                    .map(|a| c.attr(&a))
+            },
+            ok,
+        );
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let span = debug_span!("open", ino = ino.0, flags = flags.0);
+        self.run(
+            span,
+            reply,
+            |c| async move { c.open(ino.0).await },
+            |r, fh| r.opened(FileHandle(fh), FopenFlags::empty()),
+        );
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let span = debug_span!("read", ino = ino.0, fh = fh.0, offset, size);
+        let file = match self.file(fh) {
+            Ok(f) => f,
+            Err(e) => return fail(reply, e),
+        };
+        self.run(
+            span,
+            reply,
+            |c| async move { c.read(&file, offset, size).await },
+            |r, d| r.data(&d),
+        );
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let span = debug_span!("write", ino = ino.0, fh = fh.0, offset, size = data.len());
+        let file = match self.file(fh) {
+            Ok(f) => f,
+            Err(e) => return fail(reply, e),
+        };
+        let data = Bytes::copy_from_slice(data);
+        let n = data.len() as u32;
+        self.run(
+            span,
+            reply,
+            |_| async move { file.writer.write(offset, data).await },
+            move |r, ()| r.written(n),
+        );
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let span = debug_span!("flush", ino = ino.0, fh = fh.0);
+        let file = match self.file(fh) {
+            Ok(f) => f,
+            Err(e) => return fail(reply, e),
+        };
+        self.run(
+            span,
+            reply,
+            |c| async move { c.flush(file.ino, &file.writer, false).await },
+            |r, ()| r.ok(),
+        );
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let span = debug_span!("release", ino = ino.0, fh = fh.0);
+        let file = match self.file(fh) {
+            Ok(f) => f,
+            Err(e) => return fail(reply, e),
+        };
+        self.run(
+            span,
+            reply,
+            |c| async move { c.release(fh.0, &file).await },
+            |r, ()| r.ok(),
+        );
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let span = debug_span!("fsync", ino = ino.0, fh = fh.0, datasync);
+        let file = match self.file(fh) {
+            Ok(f) => f,
+            Err(e) => return fail(reply, e),
+        };
+        self.run(
+            span,
+            reply,
+            |c| async move { c.flush(file.ino, &file.writer, true).await },
+            |r, ()| r.ok(),
+        );
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectory,
+    ) {
+        let span = debug_span!("readdir", ino = ino.0, offset);
+        let req = ReadDirRequest {
+            ino: ino.0,
+            cookie: offset,
+            max_entries: READDIR_PAGE,
+            plus: false,
+        };
+        self.run(
+            span,
+            reply,
+            |c| async move { c.master.readdir(req).await },
+            |mut r, page| {
+                for e in page.entries {
+                    let kind = file_type(e.kind());
+                    if r.add(INodeNo(e.ino), e.cookie, kind, OsStr::from_bytes(&e.name)) {
+                        break;
+                    }
+                }
+                r.ok()
+            },
+        );
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        let span = debug_span!("readdirplus", ino = ino.0, offset);
+        let req = ReadDirRequest {
+            ino: ino.0,
+            cookie: offset,
+            max_entries: READDIR_PAGE,
+            plus: true,
+        };
+        let ttl = self.core.opts.entry_timeout;
+        self.run(
+            span,
+            reply,
+            |c| async move {
+                let page = c.master.readdir(req).await?;
+                let mut out = Vec::with_capacity(page.entries.len());
+                for e in page.entries {
+                    let attr = c.entry_attr(&e).await?;
+                    out.push((e, attr));
+                }
+                Ok(out)
+            },
+            move |mut r, entries| {
+                for (e, attr) in entries {
+                    if r.add(
+                        INodeNo(e.ino),
+                        e.cookie,
+                        OsStr::from_bytes(&e.name),
+                        &ttl,
+                        &attr,
+                        Generation(0),
+                    ) {
+                        break;
+                    }
+                }
+                r.ok()
+            },
+        );
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        fail(reply, FsError::NotSupported);
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // The master makes every metadata change durable before it answers.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let span = debug_span!("statfs");
+        self.run(
+            span,
+            reply,
+            |c| async move { c.master.statfs().await },
+            |r, s| {
+                let free_inodes = u64::from(u32::MAX).saturating_sub(s.inodes);
+                r.statfs(
+                    s.total_bytes / STATFS_BLOCK,
+                    s.free_bytes / STATFS_BLOCK,
+                    s.free_bytes / STATFS_BLOCK,
+                    s.inodes + free_inodes,
+                    free_inodes,
+                    STATFS_BLOCK as u32,
+                    MAX_NAME as u32,
+                    STATFS_BLOCK as u32,
+                )
+            },
+        );
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // With default_permissions the kernel checks permissions itself; this only says
+        // whether the node exists.
+        let span = debug_span!("access", ino = ino.0, %mask);
+        self.run(
+            span,
+            reply,
+            |c| async move { c.master.getattr(ino.0).await.map(drop) },
+            |r, ()| r.ok(),
+        );
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let span = debug_span!("create", parent = parent.0, ?name, mode, flags);
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return fail(reply, e),
+        };
+        let caller = caller(req);
+        let exclusive = flags & libc::O_EXCL != 0;
+        let ttl = self.core.opts.entry_timeout;
+        self.run(
+            span,
+            reply,
+            |c| async move {
+                c.create(parent.0, name, mode & 0o7777 & !umask, caller, exclusive)
+                    .await
+            },
+            move |r, (attr, fh)| {
+                r.created(
+                    &ttl,
+                    &attr,
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                )
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn kernel_times_before_1970_survive_fusers_conversion() {
+        // What fuser 0.18 makes of the kernel's (sec -1_000_000_001, nsec 5).
+        let from_fuser = UNIX_EPOCH - Duration::new(1_000_000_001, 5);
+        assert_eq!(
+            kernel_time(from_fuser),
+            Timespec {
+                sec: -1_000_000_001,
+                nsec: 5
+            }
+        );
+        let later = UNIX_EPOCH + Duration::new(5_000_000_000, 999_999_999);
+        assert_eq!(
+            kernel_time(later),
+            Timespec {
+                sec: 5_000_000_000,
+                nsec: 999_999_999
+            }
+        );
+        assert_eq!(kernel_time(UNIX_EPOCH), Timespec { sec: 0, nsec: 0 });
+    }
+}

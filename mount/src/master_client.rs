@@ -1,0 +1,321 @@
+//! The connection to the master. Every Meta call goes through [`Master::call`], which keeps
+//! retrying while the master is unreachable (e.g. restarting) and re-attaches the session
+//! (Hello with `resume_session` and the open inodes) once it answers again, so a master
+//! restart is invisible to applications.
+
+use elkfs_proto::limits::CHUNK_SIZE;
+use elkfs_proto::meta::meta_client::MetaClient;
+use elkfs_proto::meta::{
+    Attr, ChunkDamagedRequest, ChunkReply, ChunkRequest, EntryRequest, HelloRequest, InodeRequest,
+    LinkRequest, LookupRequest, MknodRequest, OpenRequest, ReadDirReply, ReadDirRequest,
+    RenameRequest, SetAttrRequest, StatFsReply, SymlinkRequest, WriteEndRequest,
+};
+use elkfs_proto::{transport, FsError};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use tracing::{debug, info, warn};
+
+/// How long a metadata call keeps retrying an unreachable master before giving up (EIO).
+const RETRY_FOR: Duration = Duration::from_secs(30);
+
+pub struct Master {
+    client: MetaClient<Channel>,
+    name: String,
+    session: AtomicU64,
+    /// Set after a transport failure: the next call first re-attaches the session.
+    reattach: AtomicBool,
+    /// Serialises re-attaching, so concurrent calls send one Hello.
+    hello_lock: tokio::sync::Mutex<()>,
+    /// Inodes this mount holds open, with their open counts (re-asserted on reconnect).
+    open: Mutex<HashMap<u64, u32>>,
+}
+
+/// One Meta RPC through [`Master::call`]; with `session`, the request's session field is
+/// filled with the current session id on every attempt.
+macro_rules! rpc {
+    ($self:expr, $method:ident, $req:expr) => {{
+        let req = $req;
+        $self
+            .call(
+                stringify!($method),
+                move |mut c: MetaClient<Channel>, _session: u64| {
+                    let req = req.clone();
+                    async move { c.$method(req).await }
+                },
+            )
+            .await
+    }};
+    ($self:expr, $method:ident, $req:expr, session) => {{
+        let req = $req;
+        $self
+            .call(
+                stringify!($method),
+                move |mut c: MetaClient<Channel>, session: u64| {
+                    let mut req = req.clone();
+                    req.session = session;
+                    async move { c.$method(req).await }
+                },
+            )
+            .await
+    }};
+}
+
+fn attr_of(reply: elkfs_proto::meta::AttrReply) -> Result<Attr, FsError> {
+    reply
+        .attr
+        .ok_or_else(|| FsError::Io("master reply without attributes".into()))
+}
+
+impl Master {
+    /// Connects and says Hello, retrying for a while if the master is not up yet (a whole
+    /// cluster may be starting at once).
+    pub async fn connect(addr: &str, name: String) -> Result<Master, FsError> {
+        let master = Master {
+            client: transport::meta_client(transport::channel(addr)?),
+            name,
+            session: AtomicU64::new(0),
+            reattach: AtomicBool::new(false),
+            hello_lock: tokio::sync::Mutex::new(()),
+            open: Mutex::new(HashMap::new()),
+        };
+        let start = Instant::now();
+        loop {
+            match master.hello().await {
+                Ok(()) => break,
+                Err(FsError::Unavailable(e)) if start.elapsed() < RETRY_FOR => {
+                    warn!("master {addr} not reachable yet: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        info!(session = master.session(), "connected to master {addr}");
+        Ok(master)
+    }
+
+    pub fn session(&self) -> u64 {
+        self.session.load(Ordering::Relaxed)
+    }
+
+    fn open_inodes(&self) -> Vec<u64> {
+        match self.open.lock() {
+            Ok(open) => open.keys().copied().collect(),
+            Err(poisoned) => poisoned.into_inner().keys().copied().collect(),
+        }
+    }
+
+    fn note_open(&self, ino: u64, opened: bool) {
+        let mut open = match self.open.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if opened {
+            *open.entry(ino).or_insert(0) += 1;
+        } else if let Some(n) = open.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&ino);
+            }
+        }
+    }
+
+    async fn hello(&self) -> Result<(), FsError> {
+        let req = HelloRequest {
+            client: self.name.clone(),
+            resume_session: self.session(),
+            open_inodes: self.open_inodes(),
+        };
+        let reply = self.client.clone().hello(req).await?.into_inner();
+        if reply.chunk_size != 0 && reply.chunk_size != CHUNK_SIZE {
+            return Err(FsError::Invalid(format!(
+                "master uses chunk size {}, this client {}",
+                reply.chunk_size, CHUNK_SIZE
+            )));
+        }
+        let old = self.session.swap(reply.session, Ordering::Relaxed);
+        if old != 0 {
+            info!(old, new = reply.session, "re-attached to the master");
+        }
+        Ok(())
+    }
+
+    /// Runs `f` (one RPC) until it succeeds, fails with a real error, or the master stays
+    /// unreachable for [`RETRY_FOR`].
+    pub async fn call<T, F, Fut>(&self, what: &'static str, f: F) -> Result<T, FsError>
+    where
+        F: Fn(MetaClient<Channel>, u64) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let attempt = async {
+                if self.reattach.load(Ordering::Relaxed) {
+                    let _one = self.hello_lock.lock().await;
+                    if self.reattach.load(Ordering::Relaxed) {
+                        self.hello().await?;
+                        self.reattach.store(false, Ordering::Relaxed);
+                    }
+                }
+                match f(self.client.clone(), self.session()).await {
+                    Ok(reply) => Ok(reply.into_inner()),
+                    Err(status) => Err(FsError::from(status)),
+                }
+            };
+            match attempt.await {
+                Err(FsError::Unavailable(e)) if start.elapsed() < RETRY_FOR => {
+                    debug!(what, "master unavailable, retrying: {e}");
+                    self.reattach.store(true, Ordering::Relaxed);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    pub async fn lookup(&self, parent: u64, name: Vec<u8>) -> Result<Attr, FsError> {
+        attr_of(rpc!(self, lookup, LookupRequest { parent, name })?)
+    }
+
+    pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        attr_of(rpc!(self, get_attr, InodeRequest { ino })?)
+    }
+
+    pub async fn setattr(&self, req: SetAttrRequest) -> Result<Attr, FsError> {
+        attr_of(rpc!(self, set_attr, req, session)?)
+    }
+
+    /// Mknod; with `req.open` the new file is also open for this session.
+    pub async fn mknod(&self, req: MknodRequest) -> Result<Attr, FsError> {
+        let opens = req.open;
+        let attr = attr_of(rpc!(self, mknod, req, session)?)?;
+        if opens {
+            self.note_open(attr.ino, true);
+        }
+        Ok(attr)
+    }
+
+    pub async fn symlink(&self, req: SymlinkRequest) -> Result<Attr, FsError> {
+        attr_of(rpc!(self, symlink, req)?)
+    }
+
+    pub async fn link(
+        &self,
+        ino: u64,
+        new_parent: u64,
+        new_name: Vec<u8>,
+    ) -> Result<Attr, FsError> {
+        attr_of(rpc!(
+            self,
+            link,
+            LinkRequest {
+                ino,
+                new_parent,
+                new_name
+            }
+        )?)
+    }
+
+    pub async fn unlink(&self, parent: u64, name: Vec<u8>) -> Result<(), FsError> {
+        rpc!(
+            self,
+            unlink,
+            EntryRequest {
+                parent,
+                name,
+                session: 0
+            },
+            session
+        )
+        .map(drop)
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: Vec<u8>) -> Result<(), FsError> {
+        rpc!(
+            self,
+            rmdir,
+            EntryRequest {
+                parent,
+                name,
+                session: 0
+            },
+            session
+        )
+        .map(drop)
+    }
+
+    pub async fn rename(&self, req: RenameRequest) -> Result<(), FsError> {
+        rpc!(self, rename, req).map(drop)
+    }
+
+    pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>, FsError> {
+        Ok(rpc!(self, readlink, InodeRequest { ino })?.target)
+    }
+
+    pub async fn readdir(&self, req: ReadDirRequest) -> Result<ReadDirReply, FsError> {
+        rpc!(self, read_dir, req)
+    }
+
+    pub async fn statfs(&self) -> Result<StatFsReply, FsError> {
+        rpc!(self, stat_fs, elkfs_proto::meta::Empty {})
+    }
+
+    pub async fn open(&self, ino: u64) -> Result<Attr, FsError> {
+        let attr = attr_of(rpc!(self, open, OpenRequest { ino, session: 0 }, session)?)?;
+        self.note_open(ino, true);
+        Ok(attr)
+    }
+
+    pub async fn release(&self, ino: u64) -> Result<(), FsError> {
+        self.note_open(ino, false);
+        rpc!(self, release, OpenRequest { ino, session: 0 }, session).map(drop)
+    }
+
+    pub async fn read_chunk(&self, ino: u64, index: u64) -> Result<ChunkReply, FsError> {
+        let req = ChunkRequest {
+            ino,
+            index,
+            session: 0,
+            failed_servers: Vec::new(),
+        };
+        rpc!(self, read_chunk, req, session)
+    }
+
+    pub async fn write_chunk(
+        &self,
+        ino: u64,
+        index: u64,
+        failed_servers: Vec<u64>,
+    ) -> Result<ChunkReply, FsError> {
+        let req = ChunkRequest {
+            ino,
+            index,
+            session: 0,
+            failed_servers,
+        };
+        rpc!(self, write_chunk, req, session)
+    }
+
+    pub async fn write_end(&self, req: WriteEndRequest) -> Result<Attr, FsError> {
+        attr_of(rpc!(self, write_end, req, session)?)
+    }
+
+    pub async fn chunk_damaged(&self, chunk_id: u64, version: u32, server_id: u64) {
+        let req = ChunkDamagedRequest {
+            chunk_id,
+            version,
+            server_id,
+        };
+        if let Err(e) = rpc!(self, chunk_damaged, req) {
+            warn!(
+                chunk_id,
+                server_id, "could not report a damaged chunk copy: {e}"
+            );
+        }
+    }
+}

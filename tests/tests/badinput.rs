@@ -1,0 +1,421 @@
+//! Hostile or broken requests straight over gRPC: each gets a clean elkfs error status,
+//! and the daemons stay up.
+
+use elkfs_proto::chunk::{write_message, ReadRequest, WriteData, WriteMessage, WriteStart};
+use elkfs_proto::limits::{CHUNK_SIZE, ROOT_INO};
+use elkfs_proto::meta::{
+    Caller, ChunkRequest, EntryRequest, HelloRequest, InodeRequest, LinkRequest, LookupRequest,
+    MknodRequest, NodeKind, OpenRequest, ReadDirRequest, RenameRequest, SetAttrRequest,
+    SymlinkRequest, WriteEndRequest,
+};
+use elkfs_proto::transport;
+use elkfs_tests::{Cluster, Opts};
+use std::fs;
+
+/// A clean rejection carries the elkfs error kind; a crash or a transport failure does not.
+#[track_caller]
+fn assert_clean_error<T: std::fmt::Debug>(
+    res: Result<tonic::Response<T>, tonic::Status>,
+    what: &str,
+) {
+    match res {
+        Ok(r) => panic!("{what}: accepted, replied {:?}", r.into_inner()),
+        Err(s) => assert!(
+            s.metadata().get("elkfs-error").is_some(),
+            "{what}: not a clean elkfs error: {s:?}"
+        ),
+    }
+}
+
+const HUGE: u64 = (1 << 63) + 12345;
+
+#[test]
+fn master_rejects_bad_requests() {
+    let c = Cluster::start(Opts {
+        chunkservers: 1,
+        ..Opts::default()
+    });
+    // A real file to aim at.
+    {
+        let m = c.mount();
+        fs::write(m.join("f"), b"content").expect("write");
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut meta =
+            transport::meta_client(transport::channel(&c.master_addr()).expect("channel"));
+        let session = meta
+            .hello(HelloRequest {
+                client: "badinput".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("hello")
+            .into_inner()
+            .session;
+        let file = meta
+            .lookup(LookupRequest {
+                parent: ROOT_INO,
+                name: b"f".to_vec(),
+            })
+            .await
+            .expect("lookup f")
+            .into_inner()
+            .attr
+            .expect("attr")
+            .ino;
+        let unknown = 0xdead_beef_u64;
+        let caller = Some(Caller { uid: 0, gid: 0 });
+
+        assert_clean_error(
+            meta.get_attr(InodeRequest { ino: unknown }).await,
+            "getattr unknown",
+        );
+        assert_clean_error(
+            meta.get_attr(InodeRequest { ino: 0 }).await,
+            "getattr inode 0",
+        );
+        assert_clean_error(
+            meta.lookup(LookupRequest {
+                parent: unknown,
+                name: b"x".to_vec(),
+            })
+            .await,
+            "lookup in unknown dir",
+        );
+        assert_clean_error(
+            meta.lookup(LookupRequest {
+                parent: file,
+                name: b"x".to_vec(),
+            })
+            .await,
+            "lookup in a file",
+        );
+        assert_clean_error(
+            meta.readlink(InodeRequest { ino: ROOT_INO }).await,
+            "readlink dir",
+        );
+        assert_clean_error(
+            meta.read_dir(ReadDirRequest {
+                ino: unknown,
+                ..Default::default()
+            })
+            .await,
+            "readdir unknown",
+        );
+        assert_clean_error(
+            meta.open(OpenRequest {
+                ino: unknown,
+                session,
+            })
+            .await,
+            "open unknown",
+        );
+
+        let bad_names: [&[u8]; 6] = [b"", &[b'n'; 256], b"a/b", b".", b"..", b"nul\0byte"];
+        for name in bad_names {
+            let shown = String::from_utf8_lossy(name);
+            assert_clean_error(
+                meta.mknod(MknodRequest {
+                    parent: ROOT_INO,
+                    name: name.to_vec(),
+                    kind: NodeKind::File as i32,
+                    mode: 0o644,
+                    caller,
+                    session,
+                    ..Default::default()
+                })
+                .await,
+                &format!("mknod name {shown:?}"),
+            );
+            assert_clean_error(
+                meta.symlink(SymlinkRequest {
+                    parent: ROOT_INO,
+                    name: name.to_vec(),
+                    target: b"t".to_vec(),
+                    caller,
+                })
+                .await,
+                &format!("symlink name {shown:?}"),
+            );
+            assert_clean_error(
+                meta.link(LinkRequest {
+                    ino: file,
+                    new_parent: ROOT_INO,
+                    new_name: name.to_vec(),
+                })
+                .await,
+                &format!("link name {shown:?}"),
+            );
+            assert_clean_error(
+                meta.rename(RenameRequest {
+                    parent: ROOT_INO,
+                    name: b"f".to_vec(),
+                    new_parent: ROOT_INO,
+                    new_name: name.to_vec(),
+                    flags: 0,
+                })
+                .await,
+                &format!("rename to {shown:?}"),
+            );
+        }
+        assert_clean_error(
+            meta.mknod(MknodRequest {
+                parent: ROOT_INO,
+                name: b"k".to_vec(),
+                kind: NodeKind::Unspecified as i32,
+                caller,
+                session,
+                ..Default::default()
+            })
+            .await,
+            "mknod without a kind",
+        );
+        assert_clean_error(
+            meta.mknod(MknodRequest {
+                parent: ROOT_INO,
+                name: b"k".to_vec(),
+                kind: 99,
+                caller,
+                session,
+                ..Default::default()
+            })
+            .await,
+            "mknod with an unknown kind",
+        );
+        assert_clean_error(
+            meta.rename(RenameRequest {
+                parent: ROOT_INO,
+                name: b"f".to_vec(),
+                new_parent: ROOT_INO,
+                new_name: b"g".to_vec(),
+                flags: 0xff,
+            })
+            .await,
+            "rename with unknown flags",
+        );
+        assert_clean_error(
+            meta.unlink(EntryRequest {
+                parent: unknown,
+                name: b"f".to_vec(),
+                session,
+            })
+            .await,
+            "unlink in unknown dir",
+        );
+        assert_clean_error(
+            meta.link(LinkRequest {
+                ino: ROOT_INO,
+                new_parent: ROOT_INO,
+                new_name: b"rootlink".to_vec(),
+            })
+            .await,
+            "hard link to a directory",
+        );
+        assert_clean_error(
+            meta.set_attr(SetAttrRequest {
+                ino: file,
+                size: Some(HUGE),
+                session,
+                ..Default::default()
+            })
+            .await,
+            "truncate past 2^63",
+        );
+        assert_clean_error(
+            meta.set_attr(SetAttrRequest {
+                ino: unknown,
+                mode: Some(0o644),
+                session,
+                ..Default::default()
+            })
+            .await,
+            "setattr unknown",
+        );
+        for index in [u64::MAX, HUGE / CHUNK_SIZE, 1 << 40] {
+            assert_clean_error(
+                meta.read_chunk(ChunkRequest {
+                    ino: file,
+                    index,
+                    session,
+                    ..Default::default()
+                })
+                .await,
+                &format!("read chunk index {index}"),
+            );
+            assert_clean_error(
+                meta.write_chunk(ChunkRequest {
+                    ino: file,
+                    index,
+                    session,
+                    ..Default::default()
+                })
+                .await,
+                &format!("write chunk index {index}"),
+            );
+        }
+        assert_clean_error(
+            meta.read_chunk(ChunkRequest {
+                ino: unknown,
+                index: 0,
+                session,
+                ..Default::default()
+            })
+            .await,
+            "read chunk of unknown inode",
+        );
+        assert_clean_error(
+            meta.write_chunk(ChunkRequest {
+                ino: ROOT_INO,
+                index: 0,
+                session,
+                ..Default::default()
+            })
+            .await,
+            "write chunk of a directory",
+        );
+        assert_clean_error(
+            meta.write_end(WriteEndRequest {
+                ino: file,
+                index: 0,
+                chunk_id: 1,
+                session,
+                file_size: HUGE,
+                failed: false,
+            })
+            .await,
+            "write end past 2^63",
+        );
+    });
+    assert!(c.master_running(), "master died on bad input");
+    // Still serving normally.
+    let m = c.mount();
+    assert_eq!(
+        fs::read(m.join("f")).expect("read after bad input"),
+        b"content"
+    );
+}
+
+#[test]
+fn chunkserver_rejects_bad_requests() {
+    let c = Cluster::start(Opts {
+        chunkservers: 1,
+        ..Opts::default()
+    });
+    {
+        let m = c.mount();
+        fs::write(m.join("f"), vec![7u8; 100_000]).expect("write");
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut meta =
+            transport::meta_client(transport::channel(&c.master_addr()).expect("channel"));
+        let session = meta
+            .hello(HelloRequest {
+                client: "badinput".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("hello")
+            .into_inner()
+            .session;
+        let ino = meta
+            .lookup(LookupRequest {
+                parent: ROOT_INO,
+                name: b"f".to_vec(),
+            })
+            .await
+            .expect("lookup")
+            .into_inner()
+            .attr
+            .expect("attr")
+            .ino;
+        let chunk = meta
+            .read_chunk(ChunkRequest {
+                ino,
+                index: 0,
+                session,
+                ..Default::default()
+            })
+            .await
+            .expect("read chunk")
+            .into_inner();
+        let mut cs =
+            transport::chunk_client(transport::channel(&c.chunkserver_addr(0)).expect("channel"));
+        let read = |chunk_id, version, offset, length| ReadRequest {
+            chunk_id,
+            version,
+            offset,
+            length,
+        };
+
+        assert_clean_error(
+            cs.read(read(0xdead_beef, 1, 0, 10)).await,
+            "read unknown chunk",
+        );
+        assert_clean_error(
+            cs.read(read(chunk.chunk_id, chunk.version + 7, 0, 10))
+                .await,
+            "read with a wrong version",
+        );
+        let size = CHUNK_SIZE as u32;
+        assert_clean_error(
+            cs.read(read(chunk.chunk_id, chunk.version, size - 10, 100))
+                .await,
+            "read past the chunk end",
+        );
+        assert_clean_error(
+            cs.read(read(chunk.chunk_id, chunk.version, u32::MAX, u32::MAX))
+                .await,
+            "read at u32::MAX",
+        );
+        assert_clean_error(
+            cs.read(read(chunk.chunk_id, chunk.version, 0, u32::MAX))
+                .await,
+            "read longer than MAX_IO",
+        );
+
+        // Writes: unknown chunk, and data beyond the chunk end.
+        for (what, id, offset) in [
+            ("write to unknown chunk", 0xdead_beef, 0),
+            ("write past the chunk end", chunk.chunk_id, size - 1),
+        ] {
+            let msgs = vec![
+                WriteMessage {
+                    msg: Some(write_message::Msg::Start(WriteStart {
+                        chunk_id: id,
+                        version: chunk.version,
+                        chain: vec![],
+                    })),
+                },
+                WriteMessage {
+                    msg: Some(write_message::Msg::Data(WriteData {
+                        seq: 1,
+                        offset,
+                        data: vec![1, 2, 3].into(),
+                    })),
+                },
+            ];
+            match cs.write(tokio_stream::iter(msgs)).await {
+                Err(s) => assert!(s.metadata().get("elkfs-error").is_some(), "{what}: {s:?}"),
+                Ok(resp) => {
+                    let mut acks = resp.into_inner();
+                    let first = acks.message().await;
+                    match first {
+                        Err(s) => {
+                            assert!(s.metadata().get("elkfs-error").is_some(), "{what}: {s:?}")
+                        }
+                        Ok(ack) => panic!("{what}: acknowledged {ack:?}"),
+                    }
+                }
+            }
+        }
+    });
+    assert!(c.chunkserver_running(0), "chunkserver died on bad input");
+    assert!(c.master_running(), "master died");
+    let m = c.mount();
+    assert_eq!(
+        fs::read(m.join("f")).expect("read after bad input"),
+        vec![7u8; 100_000]
+    );
+}

@@ -1,0 +1,125 @@
+//! The `elkfs` tool: `up` starts a working cluster, `up` again is a no-op, `down` stops
+//! everything, and a second `up` brings back the same filesystem.
+
+use elkfs_tests::{bin, next_loopback_ip};
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn elkfs(args: &[&str]) -> Output {
+    let out = Command::new(bin("elkfs"))
+        .args(args)
+        .output()
+        .expect("running elkfs");
+    assert!(
+        out.status.success(),
+        "elkfs {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn pids(run_dir: &Path) -> Vec<i32> {
+    fs::read_dir(run_dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+                .filter_map(|e| fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills whatever `up` left running if the test fails half-way.
+struct Cleanup<'a>(&'a Path, &'a Path);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let mnt = std::ffi::CString::new(self.1.to_str().unwrap_or_default()).unwrap_or_default();
+        // SAFETY: valid C string; plain syscalls on pids this test started.
+        unsafe {
+            libc::umount2(mnt.as_ptr(), libc::MNT_DETACH);
+            for pid in pids(&self.0.join("run")) {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[test]
+fn up_down_up_keeps_the_filesystem() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (data, mnt) = (tmp.path().join("data"), tmp.path().join("mnt"));
+    fs::create_dir(&mnt).expect("mkdir mnt");
+    let _cleanup = Cleanup(&data, &mnt);
+    let host = next_loopback_ip().to_string();
+    let (data_s, mnt_s) = (data.to_str().expect("utf-8"), mnt.to_str().expect("utf-8"));
+    let up = ["up", data_s, mnt_s, "--chunkservers", "2", "--host", &host];
+
+    let out = elkfs(&up);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in ["master", "cs1", "cs2", "mount"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "no line for {name}:\n{text}"
+        );
+    }
+    for file in [
+        "etc/master.toml",
+        "etc/cs1.toml",
+        "etc/cs2.toml",
+        "run/master.pid",
+        "log/master.log",
+    ] {
+        assert!(data.join(file).exists(), "{file} missing");
+    }
+    fs::write(mnt.join("kept"), b"across restarts").expect("write through the mount");
+
+    let again = elkfs(&up);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout)
+            .matches("already running")
+            .count(),
+        4,
+        "second up starts nothing new"
+    );
+    let status = elkfs(&["status", "--master", &format!("{host}:9520")]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(
+        status.matches(" yes ").count(),
+        2,
+        "two connected chunkservers:\n{status}"
+    );
+
+    let running = pids(&data.join("run"));
+    elkfs(&["down", data_s]);
+    assert!(pids(&data.join("run")).is_empty(), "pid files removed");
+    for pid in running {
+        assert!(
+            !Path::new(&format!("/proc/{pid}/cmdline")).exists() || is_zombie(pid),
+            "pid {pid} still running"
+        );
+    }
+    assert!(
+        fs::read_dir(&mnt).expect("readdir").next().is_none(),
+        "mountpoint empty after down"
+    );
+
+    elkfs(&up);
+    assert_eq!(
+        fs::read(mnt.join("kept")).expect("read after up again"),
+        b"across restarts"
+    );
+    elkfs(&["down", data_s]);
+}
+
+fn is_zombie(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}

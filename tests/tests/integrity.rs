@@ -1,0 +1,192 @@
+//! Data integrity: what is written is what is read, across chunk boundaries, holes,
+//! overwrites, remounts and restarts of every daemon.
+
+use elkfs_tests::fsutil::{assert_same_bytes, Rng};
+use elkfs_tests::{Cluster, Opts};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Duration;
+
+const MIB: u64 = 1 << 20;
+const CHUNK: u64 = 64 * MIB;
+
+/// Regenerating content from a seed keeps only one big file in memory at a time.
+fn content(seed: u64, len: u64) -> Vec<u8> {
+    Rng::with_seed(seed).bytes(len as usize)
+}
+
+/// Writes `data` in pieces of random size, so writes straddle blocks and chunks unaligned.
+fn write_in_pieces(path: &Path, data: &[u8], rng: &mut Rng) {
+    let mut f = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    let mut at = 0;
+    while at < data.len() {
+        let n = (1 + rng.below(3 * MIB) as usize).min(data.len() - at);
+        f.write_all(&data[at..at + n]).expect("write piece");
+        at += n;
+    }
+    f.sync_all().expect("fsync");
+}
+
+fn verify(path: &Path, want: &[u8], when: &str) {
+    let mut got = Vec::with_capacity(want.len());
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut got))
+        .unwrap_or_else(|e| panic!("{when}: reading {}: {e}", path.display()));
+    assert_same_bytes(&got, want, &format!("{when}: {}", path.display()));
+}
+
+#[test]
+fn sizes_survive_remount_and_restart() {
+    let c = Cluster::start(Opts::default());
+    let mut rng = Rng::new("sizes");
+    let sizes = [
+        0,
+        1,
+        65535,
+        65536,
+        65537,
+        CHUNK - 1,
+        CHUNK,
+        CHUNK + 1,
+        200 * MIB,
+    ];
+    let files: Vec<(String, u64, u64)> = sizes
+        .iter()
+        .map(|&len| (format!("size-{len}"), rng.next_u64(), len))
+        .collect();
+    let check_all = |root: &Path, when: &str| {
+        for (name, seed, len) in &files {
+            verify(&root.join(name), &content(*seed, *len), when);
+            assert_eq!(fs::metadata(root.join(name)).expect("stat").len(), *len);
+        }
+    };
+    {
+        let m = c.mount();
+        for (name, seed, len) in &files {
+            write_in_pieces(&m.join(name), &content(*seed, *len), &mut rng);
+        }
+        check_all(m.path(), "after writing");
+    }
+    {
+        let m = c.mount();
+        check_all(m.path(), "after remount");
+    }
+    c.stop_all();
+    c.start_all();
+    let m = c.mount();
+    check_all(m.path(), "after restarting every daemon");
+}
+
+#[test]
+fn random_overwrites_and_holes() {
+    let c = Cluster::start(Opts::default());
+    let mut rng = Rng::new("overwrites");
+    // Spans three chunks; a model buffer says what every byte must be.
+    let limit = 2 * CHUNK + 8 * MIB;
+    let mut model: Vec<u8> = Vec::new();
+    let m = c.mount();
+    let path = m.join("churn");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .expect("create");
+    for round in 0..120 {
+        let op = rng.below(10);
+        if op == 0 && !model.is_empty() {
+            // Truncate down or up.
+            let len = rng.below(model.len() as u64 + 4 * MIB);
+            f.set_len(len).expect("ftruncate");
+            model.resize(len as usize, 0);
+            continue;
+        }
+        let len = match rng.below(4) {
+            0 => 1 + rng.below(16),
+            1 => 1 + rng.below(200_000),
+            _ => 1 + rng.below(2 * MIB),
+        };
+        // Favour offsets around block and chunk boundaries.
+        let offset = match rng.below(3) {
+            0 => {
+                let boundary = (1 + rng.below(2)) * CHUNK;
+                boundary.saturating_sub(rng.below(len + 1)) + rng.below(2)
+            }
+            1 => rng.below(limit / 65536) * 65536 + rng.below(3),
+            _ => rng.below(limit - len),
+        };
+        let data = rng.bytes(len as usize);
+        f.write_all_at(&data, offset).expect("pwrite");
+        let end = (offset + len) as usize;
+        if model.len() < end {
+            model.resize(end, 0);
+        }
+        model[offset as usize..end].copy_from_slice(&data);
+        if round % 40 == 39 {
+            f.sync_all().expect("fsync");
+            verify(&path, &model, &format!("round {round}"));
+        }
+    }
+    f.sync_all().expect("fsync");
+    drop(f);
+    verify(&path, &model, "after the last write");
+    m.unmount();
+    {
+        let m = c.mount();
+        verify(&m.join("churn"), &model, "after remount");
+    }
+    c.stop_all();
+    c.start_all();
+    let m = c.mount();
+    verify(&m.join("churn"), &model, "after restarting every daemon");
+}
+
+#[test]
+fn two_mounts_close_to_open() {
+    let c = Cluster::start(Opts::default());
+    let mut rng = Rng::new("close-to-open");
+    let a = c.mount();
+    let b = c.mount();
+
+    // A new file written and closed on A reads back whole on B.
+    let first = rng.bytes(3 * MIB as usize);
+    fs::write(a.join("shared"), &first).expect("write on A");
+    verify(&b.join("shared"), &first, "B after A closed");
+
+    // In-place overwrite of the same length: B's open must not serve its stale pages.
+    let second = rng.bytes(3 * MIB as usize);
+    OpenOptions::new()
+        .write(true)
+        .open(a.join("shared"))
+        .and_then(|mut f| f.write_all(&second))
+        .expect("overwrite on A");
+    verify(&b.join("shared"), &second, "B after A overwrote");
+
+    // Growth: B caches attributes for attr_timeout (1 s by default), so look after that.
+    let more = rng.bytes(MIB as usize);
+    OpenOptions::new()
+        .append(true)
+        .open(a.join("shared"))
+        .and_then(|mut f| f.write_all(&more))
+        .expect("append on A");
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut want = second;
+    want.extend_from_slice(&more);
+    verify(&b.join("shared"), &want, "B after A appended");
+
+    // And back: B's changes are visible on A.
+    fs::write(b.join("from-b"), b"written on B").expect("write on B");
+    assert_eq!(
+        fs::read(a.join("from-b")).expect("read on A"),
+        b"written on B"
+    );
+    fs::remove_file(b.join("from-b")).expect("unlink on B");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(
+        !a.join("from-b").exists(),
+        "unlink on B visible on A after the entry timeout"
+    );
+}
