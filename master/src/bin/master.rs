@@ -8,6 +8,7 @@ use elkfs_master::service::{AdminService, FeedService, MetaService, RegistryServ
 use elkfs_proto::transport;
 use std::io::IsTerminal;
 use tokio::signal::unix::{signal, SignalKind};
+use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 fn main() -> anyhow::Result<()> {
@@ -43,10 +44,7 @@ async fn run(config: elkfs_master::config::Config) -> anyhow::Result<()> {
     // `Server::tcp_nodelay` only applies to sockets tonic accepts itself. Without it,
     // Nagle holds back the small writes of a stream (metalogger feed) until the peer's
     // delayed ACK, adding ~40 ms to every synchronously replicated operation.
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |s| s.and_then(|s| s.set_nodelay(true).map(|()| s)),
-    );
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     transport::server()
         .add_service(transport::meta_service(MetaService(master.clone())))
         .add_service(transport::registry_service(RegistryService(master.clone())))
