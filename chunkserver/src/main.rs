@@ -8,27 +8,14 @@ use elkfs_chunkserver::service::{self, ChunkService};
 use elkfs_chunkserver::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 /// How long in-flight requests get to finish after SIGTERM before we close anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn init_logging() {
-    let filter = std::env::var("ELKFS_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_owned());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        // Colour only for a terminal: `elkfs up` sends logs to files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logging();
+    elkfs_proto::daemon::init_logging();
     let cfg = Config::load(Args::parse())?;
     elkfs_proto::transport::endpoint(&cfg.master)
         .with_context(|| format!("master address {:?}", cfg.master))?;
@@ -64,11 +51,8 @@ async fn main() -> anyhow::Result<()> {
         let _ = server_stop.changed().await;
     }));
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM, stopping"),
-        _ = int.recv() => tracing::info!("SIGINT, stopping"),
+        res = elkfs_proto::daemon::shutdown_signal() => res?,
         res = &mut server => {
             res?.context("chunk service failed")?;
             anyhow::bail!("chunk service stopped unexpectedly");

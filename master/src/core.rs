@@ -124,6 +124,29 @@ impl Master {
             .map_err(|e| FsError::Io(e.to_string()))
     }
 
+    /// `chunk` is now at `version` on exactly `holders`. Every other copy missed the
+    /// change: it is stale, never served again, and deleted.
+    pub fn set_copies(&self, inner: &mut Inner, chunk: u64, version: u32, holders: &[u64]) {
+        let stale: Vec<u64> = inner
+            .cluster
+            .locations
+            .get(&chunk)
+            .map(|c| {
+                c.iter()
+                    .map(|c| c.server)
+                    .filter(|s| !holders.contains(s))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for s in stale {
+            inner.cluster.drop_copy(chunk, s);
+            self.queue_delete(s, chunk);
+        }
+        for &s in holders {
+            inner.cluster.add_copy(chunk, s, version);
+        }
+    }
+
     /// Delete `chunk` on `server` in the background.
     pub fn queue_delete(&self, server: u64, chunk: u64) {
         let _ = self.deletions.send((server, chunk));

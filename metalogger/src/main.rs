@@ -8,25 +8,12 @@ use elkfs_metalogger::follow::Follower;
 use elkfs_metalogger::store::Store;
 use elkfs_proto::transport;
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::info;
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ELKFS_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour only for a terminal: services and tests send logs to files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logging();
+    elkfs_proto::daemon::init_logging();
     let cfg = Config::load(Args::parse())?;
     let channel = transport::channel(&cfg.master)
         .with_context(|| format!("master address {:?}", cfg.master))?;
@@ -46,7 +33,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        if let Err(e) = elkfs_proto::daemon::shutdown_signal().await {
+            tracing::error!(error = %e, "cannot watch signals");
+            return;
+        }
         let _ = stop_tx.send(true);
     });
     let store = follower.run(stop_rx).await.context("metalogger data")?;
@@ -54,17 +44,4 @@ async fn main() -> anyhow::Result<()> {
     log.wait(store.version()).await?;
     info!(version = store.version(), "stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
 }

@@ -21,7 +21,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -37,18 +36,6 @@ struct Args {
     /// Mount options: ro, allow_other, attr_timeout=S, entry_timeout=S, threads=N
     #[arg(short = 'o', value_delimiter = ',', action = clap::ArgAction::Append)]
     options: Vec<String>,
-}
-
-fn init_logging() {
-    let filter = std::env::var("ELKFS_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn hostname() -> String {
@@ -92,7 +79,7 @@ fn unmount(unmounter: &mut SessionUnmounter, mountpoint: &Path) {
 }
 
 fn main() -> anyhow::Result<()> {
-    init_logging();
+    elkfs_proto::daemon::init_logging();
     let args = Args::parse();
     let (opts, unknown) = options::parse(args.options.iter().map(String::as_str))?;
     for o in unknown {
@@ -142,25 +129,17 @@ fn main() -> anyhow::Result<()> {
     let mut unmounter = session.unmount_callable();
     let signal_mountpoint = mountpoint.clone();
     rt.spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (mut term, mut int) = match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(t), Ok(i)) => (t, i),
-            (Err(e), _) | (_, Err(e)) => {
-                error!("cannot watch signals: {e}");
-                return;
-            }
-        };
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        if let Err(e) = elkfs_proto::daemon::shutdown_signal().await {
+            error!("cannot watch signals: {e}");
+            return;
+        }
         info!(
             "signal received, unmounting {}",
             signal_mountpoint.display()
         );
         let detach =
             tokio::task::spawn_blocking(move || unmount(&mut unmounter, &signal_mountpoint));
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        let _ = elkfs_proto::daemon::shutdown_signal().await;
         warn!("second signal, exiting without waiting for open files");
         drop(detach);
         std::process::exit(1);

@@ -6,29 +6,16 @@ use elkfs_master::config::Args;
 use elkfs_master::core::Master;
 use elkfs_master::service::{AdminService, FeedService, MetaService, RegistryService};
 use elkfs_proto::transport;
-use std::io::IsTerminal;
-use tokio::signal::unix::{signal, SignalKind};
 use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 fn main() -> anyhow::Result<()> {
-    init_logging();
+    elkfs_proto::daemon::init_logging();
     let config = Args::parse().into_config()?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(run(config))
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ELKFS_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }
 
 async fn run(config: elkfs_master::config::Config) -> anyhow::Result<()> {
@@ -51,7 +38,10 @@ async fn run(config: elkfs_master::config::Config) -> anyhow::Result<()> {
         .add_service(transport::admin_service(AdminService(master.clone())))
         .add_service(transport::feed_service(FeedService(master.clone())))
         .serve_with_incoming_shutdown(incoming, async {
-            shutdown_signal().await;
+            if let Err(e) = elkfs_proto::daemon::shutdown_signal().await {
+                tracing::error!(error = %e, "cannot watch signals");
+                std::future::pending::<()>().await;
+            }
             // Follower streams are endless; the server waits for open streams to end.
             master.feed.close();
         })
@@ -60,17 +50,4 @@ async fn run(config: elkfs_master::config::Config) -> anyhow::Result<()> {
     master.snapshot().await?;
     info!("stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
 }

@@ -47,13 +47,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ELKFS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    elkfs_proto::daemon::init_logging();
     let args = Args::parse();
     let result = match (&args.dir, &args.dump) {
         (_, Some(file)) => dump_file(file),

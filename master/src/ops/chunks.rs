@@ -186,25 +186,7 @@ impl Master {
                         created,
                     }),
                 )?;
-                let stale: Vec<u64> = inner
-                    .cluster
-                    .locations
-                    .get(&chunk)
-                    .map(|c| {
-                        c.iter()
-                            .map(|c| c.server)
-                            .filter(|s| !chain.contains(s))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for s in stale {
-                    // It missed the version change: never served again, and deleted.
-                    inner.cluster.drop_copy(chunk, s);
-                    m.queue_delete(s, chunk);
-                }
-                for &s in &chain {
-                    inner.cluster.add_copy(chunk, s, version);
-                }
+                m.set_copies(inner, chunk, version, &chain);
                 inner.cluster.leases.insert(
                     chunk,
                     Lease {
@@ -405,24 +387,7 @@ impl Master {
             )?;
             if chunk != 0 {
                 inner.cluster.leases.remove(&chunk);
-                let stale: Vec<u64> = inner
-                    .cluster
-                    .locations
-                    .get(&chunk)
-                    .map(|c| {
-                        c.iter()
-                            .map(|c| c.server)
-                            .filter(|s| !ok.contains(s))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for s in stale {
-                    inner.cluster.drop_copy(chunk, s);
-                    m.queue_delete(s, chunk);
-                }
-                for &s in &ok {
-                    inner.cluster.add_copy(chunk, s, version);
-                }
+                m.set_copies(inner, chunk, version, &ok);
             }
             Ok((v, ()))
         })

@@ -50,21 +50,18 @@ impl Registry for RegistryService {
                         }),
                     )
                     .map_err(Status::from)?;
-                let older: Vec<u64> = inner
+                let holders: Vec<u64> = inner
                     .cluster
                     .locations
                     .get(&chunk)
                     .map(|c| {
                         c.iter()
-                            .filter(|c| c.version < v)
+                            .filter(|c| c.version == v)
                             .map(|c| c.server)
                             .collect()
                     })
                     .unwrap_or_default();
-                for s in older {
-                    inner.cluster.drop_copy(chunk, s);
-                    m.queue_delete(s, chunk);
-                }
+                m.set_copies(inner, chunk, v, &holders);
             }
             for &chunk in &found.delete {
                 m.queue_delete(id, chunk);
