@@ -289,6 +289,16 @@ impl Store {
             .join(chunk_file_name(id, version))
     }
 
+    /// fsyncs the `XX` directory holding chunk `id` on `disk`. A create or rename is durable
+    /// only once its directory entry is: the entry's name carries the version, and a rename
+    /// lost to a power cut brings the copy back under its old version (which the master then
+    /// deletes as stale).
+    fn sync_dir(&self, id: u64, disk: usize) -> Result<(), FsError> {
+        let dir = self.disks[disk].root.join(subdir_name(id));
+        std::fs::File::open(&dir)?.sync_all()?;
+        Ok(())
+    }
+
     fn lock_map(&self) -> MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
         // A panic elsewhere cannot leave the map half-updated (single inserts/removes).
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
@@ -364,12 +374,24 @@ impl Store {
                 _ => return Err(FsError::NoSpace),
             };
             let path = self.path(id, version, disk);
-            ChunkFile::create(&path, id, version).map_err(|e| match e {
+            let file = ChunkFile::create(&path, id, version).map_err(|e| match e {
                 ChunkError::Io(io) if io.kind() == std::io::ErrorKind::AlreadyExists => {
                     FsError::Exists
                 }
                 e => chunk_error(id, e),
             })?;
+            // Durable before the answer: the header, then the new directory entry.
+            let durable = file
+                .sync_data()
+                .map_err(|e| chunk_error(id, e))
+                .and_then(|()| self.sync_dir(id, disk));
+            if let Err(e) = durable {
+                // Not held: leave no file behind that would block a retry with Exists.
+                if let Err(re) = std::fs::remove_file(&path) {
+                    tracing::warn!(file = %path.display(), error = %re, "cannot remove chunk file after a failed create");
+                }
+                return Err(e);
+            }
             *held = Some(ChunkMeta {
                 version,
                 disk,
@@ -380,7 +402,11 @@ impl Store {
         })
     }
 
-    /// Moves the chunk from `old` to `new`: header field, then the (authoritative) file name.
+    /// Moves the chunk from `old` to `new` and makes the result durable before returning:
+    /// header field, fdatasync of the file (so the header and any length/CRC change made by
+    /// the caller are on disk before the new name can be), rename (the file name is
+    /// authoritative), fsync of the `XX` directory. With `new` equal to the held version
+    /// only the file is synced (a truncate that keeps its version).
     fn rename_version(
         &self,
         id: u64,
@@ -389,15 +415,23 @@ impl Store {
         new: u32,
     ) -> Result<(), FsError> {
         if meta.version == new {
-            return Ok(());
+            return file.sync_data().map_err(|e| chunk_error(id, e));
         }
         file.set_version(new).map_err(|e| chunk_error(id, e))?;
-        std::fs::rename(
+        file.sync_data().map_err(|e| chunk_error(id, e))?;
+        if let Err(e) = std::fs::rename(
             self.path(id, meta.version, meta.disk),
             self.path(id, new, meta.disk),
-        )?;
+        ) {
+            // Keep the header matching the name that stayed (best effort: the name rules).
+            if let Err(he) = file.set_version(meta.version) {
+                tracing::warn!(chunk = format_args!("{id:016X}"), error = %he, "cannot restore the header version after a failed rename");
+            }
+            return Err(e.into());
+        }
+        // The rename happened: what is held is the new name even if its fsync fails.
         meta.version = new;
-        Ok(())
+        self.sync_dir(id, meta.disk)
     }
 
     pub fn set_version(&self, id: u64, old: u32, new: u32) -> Result<(), FsError> {
@@ -425,10 +459,17 @@ impl Store {
             file.truncate(meta.len, length)
                 .map_err(|e| chunk_error(id, e))?;
             meta.len = length;
+            // Syncs the new length and CRCs (and the rename, if the version moves).
             self.rename_version(id, meta, &file, new)
         })
     }
 
+    /// Deletes chunk `id`. A non-zero `version` deletes only that exact version and answers
+    /// Stale when another one is held; 0 deletes whatever version is held.
+    ///
+    /// Deliberately not synced (no directory fsync): a delete lost to a power cut only
+    /// resurrects the copy, which is reported at registration and deleted again by the
+    /// master, so paying an fsync per delete buys nothing.
     pub fn delete(&self, id: u64, version: u32) -> Result<(), FsError> {
         self.with_chunk(id, |held| {
             let meta = held.as_ref().ok_or(FsError::NotFound)?;
@@ -606,6 +647,7 @@ fn scan(disks: &[Disk]) -> Vec<(u64, IndexEntry)> {
                         continue;
                     }
                 };
+                // Not synced, like any delete: a copy that comes back is older again next scan.
                 tracing::warn!(file = %loser.display(), "deleting older copy of a chunk");
                 if let Err(e) = std::fs::remove_file(&loser) {
                     tracing::warn!(file = %loser.display(), error = %e, "cannot delete older copy");

@@ -311,3 +311,74 @@ fn index_for_other_data_dirs_is_not_trusted() {
         store.read(id, v, 0, 10).unwrap();
     }
 }
+
+#[test]
+fn delete_with_a_version_deletes_only_that_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&[dir.path().to_owned()], 0).unwrap();
+    let id = 0x42;
+    store.create(id, 3).unwrap();
+    write(&store, id, 3, 0, b"hello");
+    store.set_version(id, 3, 4).unwrap();
+    // Older and newer versions than the one held: Stale, and the copy stays.
+    for v in [3u32, 5, u32::MAX] {
+        assert!(
+            matches!(store.delete(id, v), Err(FsError::Stale(_))),
+            "delete at version {v}"
+        );
+        assert!(chunk_path(dir.path(), id, 4).exists());
+        assert_eq!(store.read(id, 4, 0, 10).unwrap(), b"hello");
+    }
+    assert_eq!(list(&store), vec![(id, 4, 5)]);
+    // The exact version deletes it.
+    store.delete(id, 4).unwrap();
+    assert!(!chunk_path(dir.path(), id, 4).exists());
+    assert!(store.chunk_list().is_empty());
+    assert!(matches!(store.delete(id, 4), Err(FsError::NotFound)));
+    // Re-created at another version: a delete of the old version must not touch it.
+    store.create(id, 7).unwrap();
+    assert!(matches!(store.delete(id, 4), Err(FsError::Stale(_))));
+    assert!(chunk_path(dir.path(), id, 7).exists());
+    store.delete(id, 7).unwrap();
+    assert!(!chunk_path(dir.path(), id, 7).exists());
+}
+
+#[test]
+fn orders_survive_an_unclean_restart() {
+    // No shutdown: the restart rebuilds from the files, so what the orders answered must
+    // be what the names and lengths on disk say.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&[dir.path().to_owned()], 0).unwrap();
+    store.create(1, 1).unwrap();
+    store.create(2, 1).unwrap();
+    store.create(3, 1).unwrap();
+    write(&store, 1, 1, 0, &pattern(200_000, 2));
+    write(&store, 2, 1, 0, &pattern(200_000, 3));
+    store.set_version(1, 1, 2).unwrap();
+    store.truncate(2, 1, 5, 70_000).unwrap();
+    store.truncate(3, 1, 1, BLOCK_SIZE + 3).unwrap();
+    let before = list(&store);
+    assert_eq!(
+        before,
+        vec![
+            (1, 2, 200_000),
+            (2, 5, 70_000),
+            (3, 1, BLOCK_SIZE as u32 + 3)
+        ]
+    );
+    drop(store);
+    assert!(!dir.path().join("clean").exists());
+    let store = Store::open(&[dir.path().to_owned()], 0).unwrap();
+    assert_eq!(list(&store), before);
+    assert!(!chunk_path(dir.path(), 1, 1).exists());
+    assert!(!chunk_path(dir.path(), 2, 1).exists());
+    for (id, v) in [(1u64, 2u32), (2, 5)] {
+        let raw = std::fs::read(chunk_path(dir.path(), id, v)).unwrap();
+        assert_eq!(&raw[16..20], &v.to_le_bytes());
+    }
+    assert_eq!(
+        store.read(2, 5, 0, 1 << 20).unwrap(),
+        &pattern(200_000, 3)[..70_000]
+    );
+    assert_eq!(store.read(1, 2, 0, 1 << 20).unwrap(), pattern(200_000, 2));
+}

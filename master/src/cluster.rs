@@ -40,8 +40,9 @@ pub struct Lease {
 #[derive(Default, Debug)]
 pub struct Reconciled {
     pub valid: usize,
-    /// Copies to delete on the registering server: unknown or stale chunks.
-    pub delete: Vec<u64>,
+    /// Copies to delete on the registering server (chunk, reported version): unknown or
+    /// stale chunks, or copies whose last order failed.
+    pub delete: Vec<(u64, u32)>,
     /// Copies newer than the metadata: the master died between bumping and logging.
     pub adopt: Vec<(u64, u32)>,
 }
@@ -53,6 +54,11 @@ pub struct Cluster {
     next_server_id: u64,
     pub locations: HashMap<u64, Vec<Copy>>,
     pub leases: HashMap<u64, Lease>,
+    /// (chunk, server) → version an order may have moved the copy to although it failed
+    /// or timed out. Such a copy missed later writes: never accept it, delete it.
+    suspects: HashMap<(u64, u64), u32>,
+    /// Chunk ids handed to creations not logged yet (or never logged): never reused.
+    next_chunk_id: u64,
 }
 
 impl Cluster {
@@ -106,9 +112,10 @@ impl Cluster {
     ) -> Reconciled {
         let mut out = Reconciled::default();
         for c in chunks {
+            let suspect = self.suspects.get(&(c.chunk_id, server)) == Some(&c.version);
             match known(c.chunk_id) {
-                None => out.delete.push(c.chunk_id),
-                Some(v) if c.version < v => out.delete.push(c.chunk_id),
+                None => out.delete.push((c.chunk_id, c.version)),
+                Some(v) if c.version < v || suspect => out.delete.push((c.chunk_id, c.version)),
                 Some(v) => {
                     if c.version > v {
                         out.adopt.push((c.chunk_id, c.version));
@@ -119,6 +126,26 @@ impl Cluster {
             }
         }
         out
+    }
+
+    /// An order to move `chunk` on `server` to `version` failed or timed out: it may still
+    /// have happened, so that copy is not trusted at that version.
+    pub fn suspect(&mut self, chunk: u64, server: u64, version: u32) {
+        self.suspects.insert((chunk, server), version);
+    }
+
+    /// A fresh chunk id: above every logged one and every one handed out before.
+    pub fn reserve_chunk_id(&mut self, logged_next: u64) -> u64 {
+        let id = self.next_chunk_id.max(logged_next);
+        self.next_chunk_id = id + 1;
+        id
+    }
+
+    /// The chunk is gone from the metadata: forget everything about it.
+    pub fn forget_chunk(&mut self, chunk: u64) -> Vec<Copy> {
+        self.leases.remove(&chunk);
+        self.suspects.retain(|(c, _), _| *c != chunk);
+        self.locations.remove(&chunk).unwrap_or_default()
     }
 
     pub fn add_copy(&mut self, chunk: u64, server: u64, version: u32) {

@@ -6,7 +6,7 @@
 //! it is durable before answering. The lock is never held across an await.
 
 use crate::changelog::Changelog;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Copy};
 use crate::config::Config;
 use crate::feed::Feed;
 use crate::files;
@@ -23,6 +23,16 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+struct Deletion {
+    server: u64,
+    chunk: u64,
+    version: u32,
+}
+
+/// Deletions in flight at once: an `rm -rf` of a large tree must not open thousands of
+/// requests to the chunkservers at the same moment.
+const PARALLEL_DELETES: usize = 32;
+
 pub struct Inner {
     pub state: State,
     pub cluster: Cluster,
@@ -36,7 +46,7 @@ pub struct Master {
     /// Serializes chunk creation and version changes, which talk to chunkservers between
     /// deciding and logging.
     pub chunk_ops: tokio::sync::Mutex<()>,
-    deletions: mpsc::UnboundedSender<(u64, u64)>,
+    deletions: mpsc::UnboundedSender<Deletion>,
     /// Committed records for metaloggers, and their acks.
     pub feed: Feed,
     /// Held for the master's lifetime: one master per data directory.
@@ -99,11 +109,8 @@ impl Master {
         self.log.submit(version, &payload);
         self.feed.publish(version, payload);
         for chunk in effects.freed_chunks {
-            inner.cluster.leases.remove(&chunk);
-            if let Some(copies) = inner.cluster.locations.remove(&chunk) {
-                for c in copies {
-                    self.queue_delete(c.server, chunk);
-                }
+            for c in inner.cluster.forget_chunk(chunk) {
+                self.queue_delete(c.server, chunk, c.version);
             }
         }
         Ok(version)
@@ -127,29 +134,34 @@ impl Master {
     /// `chunk` is now at `version` on exactly `holders`. Every other copy missed the
     /// change: it is stale, never served again, and deleted.
     pub fn set_copies(&self, inner: &mut Inner, chunk: u64, version: u32, holders: &[u64]) {
-        let stale: Vec<u64> = inner
+        let stale: Vec<Copy> = inner
             .cluster
             .locations
             .get(&chunk)
             .map(|c| {
                 c.iter()
-                    .map(|c| c.server)
-                    .filter(|s| !holders.contains(s))
+                    .filter(|c| !holders.contains(&c.server))
+                    .copied()
                     .collect()
             })
             .unwrap_or_default();
-        for s in stale {
-            inner.cluster.drop_copy(chunk, s);
-            self.queue_delete(s, chunk);
+        for c in stale {
+            inner.cluster.drop_copy(chunk, c.server);
+            self.queue_delete(c.server, chunk, c.version);
         }
         for &s in holders {
             inner.cluster.add_copy(chunk, s, version);
         }
     }
 
-    /// Delete `chunk` on `server` in the background.
-    pub fn queue_delete(&self, server: u64, chunk: u64) {
-        let _ = self.deletions.send((server, chunk));
+    /// Delete `version` of `chunk` on `server` in the background. The exact version is
+    /// named so a delete can never hit a newer copy made after it was decided.
+    pub fn queue_delete(&self, server: u64, chunk: u64, version: u32) {
+        let _ = self.deletions.send(Deletion {
+            server,
+            chunk,
+            version,
+        });
     }
 
     /// Write a metadata image without stopping clients: the state is cloned in O(1)
@@ -183,23 +195,31 @@ impl Master {
     }
 }
 
-async fn delete_worker(master: Arc<Master>, mut rx: mpsc::UnboundedReceiver<(u64, u64)>) {
-    while let Some((server, chunk)) = rx.recv().await {
-        let Some((addr, mut client)) = master.lock().cluster.client(server) else {
+async fn delete_worker(master: Arc<Master>, mut rx: mpsc::UnboundedReceiver<Deletion>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL_DELETES));
+    while let Some(d) = rx.recv().await {
+        let Some((addr, mut client)) = master.lock().cluster.client(d.server) else {
             continue;
         };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         tokio::spawn(async move {
+            let _slot = slot;
             let req = DeleteRequest {
-                chunk_id: chunk,
-                version: 0,
+                chunk_id: d.chunk,
+                version: d.version,
             };
             match client.delete(req).await {
-                Ok(_) => debug!(chunk, server = %addr, "chunk deleted"),
+                Ok(_) => {
+                    debug!(chunk = d.chunk, version = d.version, server = %addr, "chunk deleted")
+                }
                 Err(s) => match FsError::from(s) {
-                    FsError::NotFound => {}
+                    // Already gone, or the server holds another version: nothing to do here.
+                    FsError::NotFound | FsError::Stale(_) => {}
                     // Still on disk: the server reports it at its next registration and is
                     // told again then.
-                    e => warn!(chunk, server = %addr, error = %e, "chunk delete failed"),
+                    e => warn!(chunk = d.chunk, server = %addr, error = %e, "chunk delete failed"),
                 },
             }
         });

@@ -6,6 +6,7 @@ use crate::cluster::Lease;
 use crate::core::{Inner, Master};
 use crate::placement;
 use elkfs_proto::changelog::{record::Op, Truncate, WriteChunk, WriteEnd};
+use elkfs_proto::chunk::chunk_client::ChunkClient;
 use elkfs_proto::chunk::{CreateRequest, SetVersionRequest, TruncateRequest};
 use elkfs_proto::limits::{CHUNK_SIZE, MAX_FILE_SIZE};
 use elkfs_proto::meta::{Attr, ChunkReply, ChunkRequest, Location, WriteEndRequest};
@@ -14,33 +15,12 @@ use futures::future::join_all;
 use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
+use tonic::transport::Channel;
 use tracing::{info, warn};
-
-/// What a write needs done on the chunkservers before it can be logged.
-enum Plan {
-    Create {
-        chunk: u64,
-        servers: Vec<u64>,
-    },
-    Bump {
-        chunk: u64,
-        old: u32,
-        servers: Vec<u64>,
-    },
-}
 
 /// Chunk orders run while other writers wait (`chunk_ops`): a server that does not answer
 /// in time is treated as failed rather than stalling everyone.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn order<T>(call: impl Future<Output = Result<T, tonic::Status>>) -> Result<T, FsError> {
-    match tokio::time::timeout(ORDER_TIMEOUT, call).await {
-        Ok(r) => r.map_err(FsError::from),
-        Err(_) => Err(FsError::Unavailable(
-            "chunkserver did not answer in time".into(),
-        )),
-    }
-}
 
 fn check_index(index: u64) -> Result<(), FsError> {
     if index >= MAX_FILE_SIZE / CHUNK_SIZE {
@@ -134,13 +114,13 @@ impl Master {
             return Ok(reply);
         }
         let _serial = self.chunk_ops.lock().await;
-        let plan = {
-            let mut inner = self.lock();
-            if let Some(reply) = self.join_lease(&mut inner, &req)? {
+        let (chunk, old, servers) = {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            if let Some(reply) = self.join_lease(inner, &req)? {
                 return Ok(reply);
             }
-            let node = inner.state.inode(req.ino)?;
-            let goal = node.goal as usize;
+            let goal = inner.state.inode(req.ino)?.goal as usize;
             let chunk = inner.state.chunk_at(req.ino, req.index)?;
             if chunk == 0 {
                 let servers =
@@ -149,10 +129,8 @@ impl Master {
                     return Err(FsError::NoSpace);
                 }
                 inner.cluster.note_placed(&servers);
-                Plan::Create {
-                    chunk: inner.state.next_chunk_id,
-                    servers,
-                }
+                let id = inner.cluster.reserve_chunk_id(inner.state.next_chunk_id);
+                (id, None, servers)
             } else {
                 let old = inner.state.chunks.get(&chunk).map_or(0, |c| c.version);
                 let servers: Vec<u64> = inner
@@ -166,27 +144,47 @@ impl Master {
                         "no reachable valid copy of chunk {chunk} to write"
                     )));
                 }
-                Plan::Bump {
-                    chunk,
-                    old,
-                    servers,
-                }
+                (chunk, Some(old), servers)
             }
         };
-        let (chunk, version, created, chain) = self.prepare_copies(plan).await?;
-        let outcome = self
-            .mutate(|m, inner| {
-                let v = m.commit(
-                    inner,
-                    Op::WriteChunk(WriteChunk {
-                        ino: req.ino,
-                        index: req.index,
-                        chunk_id: chunk,
-                        version,
-                        created,
-                    }),
-                )?;
-                m.set_copies(inner, chunk, version, &chain);
+        let created = old.is_none();
+        let version = old.map_or(1, |v| v + 1);
+        let chain = self
+            .fan_out(chunk, version, &servers, |mut client| async move {
+                match old {
+                    None => client
+                        .create(CreateRequest {
+                            chunk_id: chunk,
+                            version,
+                        })
+                        .await
+                        .map(drop),
+                    Some(old) => client
+                        .set_version(SetVersionRequest {
+                            chunk_id: chunk,
+                            old_version: old,
+                            new_version: version,
+                        })
+                        .await
+                        .map(drop),
+                }
+            })
+            .await?;
+        let committed = {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            self.commit(
+                inner,
+                Op::WriteChunk(WriteChunk {
+                    ino: req.ino,
+                    index: req.index,
+                    chunk_id: chunk,
+                    version,
+                    created,
+                }),
+            )
+            .and_then(|v| {
+                self.set_copies(inner, chunk, version, &chain);
                 inner.cluster.leases.insert(
                     chunk,
                     Lease {
@@ -207,27 +205,40 @@ impl Master {
                     },
                 ))
             })
-            .await;
-        if outcome.is_err() && created {
-            // The file went away meanwhile: the new copies belong to nobody.
-            for &s in &chain {
-                self.queue_delete(s, chunk);
+        };
+        match committed {
+            Ok((v, reply)) => {
+                self.durable(v).await?;
+                Ok(reply)
+            }
+            Err(e) => {
+                if created {
+                    // Not logged (the file went away meanwhile): the new copies belong to
+                    // nobody.
+                    for &s in &chain {
+                        self.queue_delete(s, chunk, version);
+                    }
+                }
+                Err(e)
             }
         }
-        outcome
     }
 
-    /// Create the chunk or move its copies to the next version. Returns
-    /// (chunk, version, created, servers that succeeded).
-    async fn prepare_copies(&self, plan: Plan) -> Result<(u64, u32, bool, Vec<u64>), FsError> {
-        let (chunk, version, created, servers) = match &plan {
-            Plan::Create { chunk, servers } => (*chunk, 1, true, servers.clone()),
-            Plan::Bump {
-                chunk,
-                old,
-                servers,
-            } => (*chunk, old + 1, false, servers.clone()),
-        };
+    /// Send one chunk order to each of `servers` at once. Returns the servers that carried
+    /// it out, in the given order (the first is the client's entry to the chain). A server
+    /// that failed or timed out may still carry it out later; it is remembered as suspect
+    /// at `version` so that copy is never trusted.
+    async fn fan_out<F, Fut>(
+        &self,
+        chunk: u64,
+        version: u32,
+        servers: &[u64],
+        call: F,
+    ) -> Result<Vec<u64>, FsError>
+    where
+        F: Fn(ChunkClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<(), tonic::Status>>,
+    {
         let clients: Vec<_> = {
             let inner = self.lock();
             servers
@@ -235,23 +246,14 @@ impl Master {
                 .filter_map(|&s| inner.cluster.client(s).map(|c| (s, c)))
                 .collect()
         };
-        let calls = clients.into_iter().map(|(s, (addr, mut client))| {
-            let plan = &plan;
+        let calls = clients.into_iter().map(|(s, (addr, client))| {
+            let call = call(client);
             async move {
-                let r = match plan {
-                    Plan::Create { .. } => order(client.create(CreateRequest {
-                        chunk_id: chunk,
-                        version,
-                    }))
-                    .await
-                    .map(|_| ()),
-                    Plan::Bump { old, .. } => order(client.set_version(SetVersionRequest {
-                        chunk_id: chunk,
-                        old_version: *old,
-                        new_version: version,
-                    }))
-                    .await
-                    .map(|_| ()),
+                let r = match tokio::time::timeout(ORDER_TIMEOUT, call).await {
+                    Ok(r) => r.map_err(FsError::from),
+                    Err(_) => Err(FsError::Unavailable(
+                        "chunkserver did not answer in time".into(),
+                    )),
                 };
                 (s, addr, r)
             }
@@ -262,7 +264,8 @@ impl Master {
             match r {
                 Ok(()) => ok.push(s),
                 Err(e) => {
-                    warn!(chunk, server = %addr, error = %e, "chunkserver refused a chunk order");
+                    warn!(chunk, version, server = %addr, error = %e, "chunk order failed");
+                    self.lock().cluster.suspect(chunk, s, version);
                     errors.push(e);
                 }
             }
@@ -272,13 +275,14 @@ impl Master {
                 if !errors.is_empty() && errors.iter().all(|e| *e == FsError::NoSpace) {
                     FsError::NoSpace
                 } else {
-                    FsError::Unavailable(format!("no chunkserver could take chunk {chunk}"))
+                    FsError::Unavailable(format!(
+                        "no chunkserver carried out the order for chunk {chunk}"
+                    ))
                 },
             );
         }
-        // Keep the chain in placement order (the first server is the client's entry point).
         ok.sort_by_key(|s| servers.iter().position(|x| x == s));
-        Ok((chunk, version, created, ok))
+        Ok(ok)
     }
 
     pub async fn write_end(&self, req: WriteEndRequest) -> Result<Attr, FsError> {
@@ -321,59 +325,34 @@ impl Master {
             if node.is_dir() {
                 return Err(FsError::IsDir);
             }
-            let old = node.size();
             let chunk = inner.state.chunk_at(ino, size / CHUNK_SIZE)?;
-            if size < old && size % CHUNK_SIZE != 0 && chunk != 0 {
-                let version = inner.state.chunks.get(&chunk).map_or(0, |c| c.version);
-                let servers = inner.cluster.valid_copies(chunk, version);
-                let clients: Vec<_> = servers
-                    .iter()
-                    .filter_map(|&s| inner.cluster.client(s).map(|c| (s, c)))
-                    .collect();
-                Some((chunk, version, clients))
+            if size < node.size() && size % CHUNK_SIZE != 0 && chunk != 0 {
+                let old = inner.state.chunks.get(&chunk).map_or(0, |c| c.version);
+                Some((chunk, old, inner.cluster.valid_copies(chunk, old)))
             } else {
                 None
             }
         };
-        let mut cut_done = (0, 0, Vec::new());
-        if let Some((chunk, old, clients)) = cut {
-            if clients.is_empty() {
-                return Err(FsError::Unavailable(format!(
-                    "no valid copy of chunk {chunk} is online to truncate"
-                )));
+        let (chunk, version, holders) = match cut {
+            Some((chunk, old, servers)) => {
+                let (new, length) = (old + 1, (size % CHUNK_SIZE) as u32);
+                let holders = self
+                    .fan_out(chunk, new, &servers, |mut client| async move {
+                        client
+                            .truncate(TruncateRequest {
+                                chunk_id: chunk,
+                                old_version: old,
+                                new_version: new,
+                                length,
+                            })
+                            .await
+                            .map(drop)
+                    })
+                    .await?;
+                (chunk, new, holders)
             }
-            let new = old + 1;
-            let length = (size % CHUNK_SIZE) as u32;
-            let calls = clients
-                .into_iter()
-                .map(|(s, (addr, mut client))| async move {
-                    let r = client
-                        .truncate(TruncateRequest {
-                            chunk_id: chunk,
-                            old_version: old,
-                            new_version: new,
-                            length,
-                        })
-                        .await;
-                    (s, addr, r)
-                });
-            let mut ok = Vec::new();
-            for (s, addr, r) in join_all(calls).await {
-                match r {
-                    Ok(_) => ok.push(s),
-                    Err(e) => {
-                        warn!(chunk, server = %addr, error = %FsError::from(e), "truncate failed on a copy")
-                    }
-                }
-            }
-            if ok.is_empty() {
-                return Err(FsError::Unavailable(format!(
-                    "no copy of chunk {chunk} could be cut"
-                )));
-            }
-            cut_done = (chunk, new, ok);
-        }
-        let (chunk, version, ok) = cut_done;
+            None => (0, 0, Vec::new()),
+        };
         self.mutate(|m, inner| {
             let v = m.commit(
                 inner,
@@ -387,7 +366,7 @@ impl Master {
             )?;
             if chunk != 0 {
                 inner.cluster.leases.remove(&chunk);
-                m.set_copies(inner, chunk, version, &ok);
+                m.set_copies(inner, chunk, version, &holders);
             }
             Ok((v, ()))
         })

@@ -13,6 +13,18 @@ use elkfs_proto::meta::{
 use elkfs_proto::FsError;
 
 const S_ISGID: u32 = 0o2000;
+
+/// A node to create, as the caller asked for it.
+struct NewNode<'a> {
+    kind: NodeKind,
+    mode: u32,
+    rdev: u32,
+    uid: u32,
+    gid: u32,
+    target: &'a [u8],
+    /// FUSE create: also open it for this session.
+    open_for: Option<u64>,
+}
 const MAX_READDIR: usize = 4096;
 
 impl Master {
@@ -37,22 +49,18 @@ impl Master {
             .filter(|k| !matches!(k, NodeKind::Unspecified | NodeKind::Symlink))
             .ok_or_else(|| FsError::Invalid(format!("node kind {}", req.kind)))?;
         let caller = req.caller.unwrap_or_default();
-        self.create_node(
-            req.parent,
-            &req.name,
+        let node = NewNode {
             kind,
-            req.mode,
-            req.rdev,
-            caller.uid,
-            caller.gid,
-            &[],
-        )
-        .await
-        .inspect(|attr| {
-            if req.open {
-                self.lock().sessions.open(req.session, attr.ino);
-            }
-        })
+            mode: req.mode,
+            rdev: req.rdev,
+            uid: caller.uid,
+            gid: caller.gid,
+            target: &[],
+            // Registered in the same step as the creation, so an unlink that arrives before
+            // the reply already sees the file as open.
+            open_for: req.open.then_some(req.session),
+        };
+        self.create_node(req.parent, &req.name, node).await
     }
 
     pub async fn symlink(&self, req: SymlinkRequest) -> Result<Attr, FsError> {
@@ -63,41 +71,29 @@ impl Master {
             return Err(FsError::NotFound);
         }
         let caller = req.caller.unwrap_or_default();
-        self.create_node(
-            req.parent,
-            &req.name,
-            NodeKind::Symlink,
-            0o777,
-            0,
-            caller.uid,
-            caller.gid,
-            &req.target,
-        )
-        .await
+        let node = NewNode {
+            kind: NodeKind::Symlink,
+            mode: 0o777,
+            rdev: 0,
+            uid: caller.uid,
+            gid: caller.gid,
+            target: &req.target,
+            open_for: None,
+        };
+        self.create_node(req.parent, &req.name, node).await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn create_node(
-        &self,
-        parent: u64,
-        name: &[u8],
-        kind: NodeKind,
-        mode: u32,
-        rdev: u32,
-        uid: u32,
-        gid: u32,
-        target: &[u8],
-    ) -> Result<Attr, FsError> {
+    async fn create_node(&self, parent: u64, name: &[u8], n: NewNode<'_>) -> Result<Attr, FsError> {
         check_name(name)?;
         self.mutate(|m, inner| {
             let p = inner.state.inode(parent)?;
             p.dir().ok_or(FsError::NotDir)?;
-            let (mut mode, mut gid) = (mode & 0o7777, gid);
+            let (mut mode, mut gid) = (n.mode & 0o7777, n.gid);
             // BSD group semantics in setgid directories (as ext4): inherit the group,
             // and subdirectories inherit the setgid bit.
             if p.mode & S_ISGID != 0 {
                 gid = p.gid;
-                if kind == NodeKind::Dir {
+                if n.kind == NodeKind::Dir {
                     mode |= S_ISGID;
                 }
             }
@@ -108,16 +104,19 @@ impl Master {
                     parent,
                     name: name.to_vec(),
                     ino,
-                    kind: kind as i32,
+                    kind: n.kind as i32,
                     mode,
-                    uid,
+                    uid: n.uid,
                     gid,
-                    rdev,
+                    rdev: n.rdev,
                     time: now(),
                     goal: p.goal,
-                    symlink_target: target.to_vec(),
+                    symlink_target: n.target.to_vec(),
                 }),
             )?;
+            if let Some(session) = n.open_for {
+                inner.sessions.open(session, ino);
+            }
             Ok((v, inner.state.inode(ino)?.attr()))
         })
         .await
@@ -266,7 +265,7 @@ impl Master {
             entries.push(dot(b"..", dir.parent, 2));
         }
         let mut eof = true;
-        for (&cookie, name) in dir.by_cookie.range(req.cookie.max(2) + 1..) {
+        for (&cookie, name) in dir.by_cookie.range(req.cookie.max(2).saturating_add(1)..) {
             if entries.len() >= max {
                 eof = false;
                 break;

@@ -27,6 +27,9 @@ impl Registry for RegistryService {
         let client = transport::chunk_client(channel);
         let space = r.space.unwrap_or_default();
         let m = &self.0;
+        // No chunk is created or moved to a new version while a report is reconciled: the
+        // report must not race with orders in flight.
+        let _serial = m.chunk_ops.lock().await;
         let (id, version) = {
             let mut guard = m.lock();
             let inner = &mut *guard;
@@ -63,8 +66,8 @@ impl Registry for RegistryService {
                     .unwrap_or_default();
                 m.set_copies(inner, chunk, v, &holders);
             }
-            for &chunk in &found.delete {
-                m.queue_delete(id, chunk);
+            for &(chunk, v) in &found.delete {
+                m.queue_delete(id, chunk, v);
             }
             info!(
                 server = id,

@@ -173,6 +173,9 @@ impl State {
         if self.dir(r.parent)?.entries.contains_key(&r.name[..]) {
             return Err(FsError::Exists);
         }
+        if kind == NodeKind::Dir && self.inode(r.parent)?.nlink >= MAX_LINKS {
+            return Err(FsError::TooManyLinks);
+        }
         if r.ino <= ROOT_INO || self.inodes.contains_key(&r.ino) {
             return Err(FsError::Invalid(format!("inode {} in use", r.ino)));
         }
@@ -417,6 +420,9 @@ impl State {
             return Err(FsError::Invalid(
                 "cannot move a directory into itself".into(),
             ));
+        }
+        if src_dir && r.new_parent != r.parent && self.inode(r.new_parent)?.nlink >= MAX_LINKS {
+            return Err(FsError::TooManyLinks);
         }
         let mut effects = Effects::default();
         if let Some((dst_ino, _, _)) = dst {

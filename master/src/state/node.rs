@@ -74,13 +74,6 @@ impl Dir {
         self.by_cookie.remove(&e.cookie);
         Some(e)
     }
-
-    /// Point an existing name at another inode, keeping its readdir position.
-    pub fn replace(&mut self, name: &[u8], ino: u64) {
-        if let Some(e) = self.entries.get_mut(name) {
-            e.ino = ino;
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
