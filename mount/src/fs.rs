@@ -134,8 +134,7 @@ impl Core {
 
     async fn open(&self, ino: u64) -> Result<u64, FsError> {
         self.master.open(ino).await?;
-        // Close-to-open: what others wrote and closed before is visible now.
-        self.reader.forget(ino);
+        // Close-to-open: the handle starts with no cached locations (`Reader::opened`).
         Ok(self.handles.open(ino))
     }
 
@@ -174,18 +173,22 @@ impl Core {
 
     async fn setattr(&self, req: SetAttrRequest) -> Result<FileAttr, FsError> {
         let ino = req.ino;
-        let truncating = req.size.is_some();
+        let truncate_to = req.size;
+        // Buffered writes end with a WriteEnd that sets mtime (and the size): they must
+        // reach the master before a new size or explicit times, or they would undo them.
+        let sets_times =
+            req.atime.is_some() || req.mtime.is_some() || req.atime_now || req.mtime_now;
         let writer = self.handles.writer(ino);
-        if truncating {
+        if truncate_to.is_some() || sets_times {
             if let Some(w) = &writer {
                 self.flush(ino, w, false).await?;
             }
         }
         let a = self.master.setattr(req).await?;
-        if truncating {
+        if let Some(size) = truncate_to {
             self.reader.forget(ino);
             if let Some(w) = &writer {
-                w.truncated().await;
+                w.truncated(size).await;
             }
         }
         Ok(self.attr(&a))
@@ -231,7 +234,7 @@ impl ElkFs {
     pub fn new(rt: tokio::runtime::Handle, master: Arc<Master>, opts: MountOptions) -> ElkFs {
         let servers = Arc::new(ChunkServers::default());
         let reader = Arc::new(Reader::new(master.clone(), servers.clone()));
-        let handles = Handles::new(WriteCtx::new(master.clone(), servers));
+        let handles = Handles::new(WriteCtx::new(master.clone(), servers), reader.clone());
         ElkFs {
             rt,
             core: Arc::new(Core {

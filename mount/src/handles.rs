@@ -1,7 +1,7 @@
 //! Open files: FUSE file handles → per-handle read-ahead, and per-inode shared state
 //! (the write-back buffer) that lives while the inode has open handles on this mount.
 
-use crate::reader::ReadAhead;
+use crate::reader::{ReadAhead, Reader};
 use crate::writer::{FileWriter, WriteCtx};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +22,8 @@ pub struct OpenFile {
 
 pub struct Handles {
     ctx: Arc<WriteCtx>,
+    /// Its per-inode location cache lives as long as the inode's entry here.
+    reader: Arc<Reader>,
     next: AtomicU64,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     /// Inode → (open handles, shared writer).
@@ -29,19 +31,23 @@ pub struct Handles {
 }
 
 impl Handles {
-    pub fn new(ctx: Arc<WriteCtx>) -> Handles {
+    pub fn new(ctx: Arc<WriteCtx>, reader: Arc<Reader>) -> Handles {
         Handles {
             ctx,
+            reader,
             next: AtomicU64::new(1),
             files: Mutex::new(HashMap::new()),
             inodes: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Registers a new open of `ino`; returns the file handle.
+    /// Registers a new open of `ino`; returns the file handle. The reader's cached
+    /// locations of `ino` start afresh (close-to-open consistency).
     pub fn open(&self, ino: u64) -> u64 {
         let writer = {
             let mut inodes = lock(&self.inodes);
+            // Under the lock, so it cannot interleave with the last close's `released`.
+            self.reader.opened(ino);
             let entry = inodes
                 .entry(ino)
                 .or_insert_with(|| (0, Arc::new(FileWriter::new(ino, self.ctx.clone()))));
@@ -62,7 +68,8 @@ impl Handles {
         lock(&self.files).get(&fh).cloned()
     }
 
-    /// Forgets a handle; the inode's shared state goes with its last handle.
+    /// Forgets a handle; the inode's shared state (and cached locations) go with its last
+    /// handle.
     pub fn close(&self, fh: u64) {
         let Some(file) = lock(&self.files).remove(&fh) else {
             return;
@@ -72,6 +79,7 @@ impl Handles {
             entry.0 -= 1;
             if entry.0 == 0 {
                 inodes.remove(&file.ino);
+                self.reader.released(file.ino);
             }
         }
     }

@@ -97,6 +97,20 @@ impl Master {
         Ok(master)
     }
 
+    /// A client that has not said Hello (its channel connects lazily): for unit tests of
+    /// code that holds a `Master` but does not call it.
+    #[cfg(test)]
+    pub(crate) fn unconnected(addr: &str) -> Master {
+        Master {
+            client: transport::meta_client(transport::channel(addr).expect("channel")),
+            name: "test".into(),
+            session: AtomicU64::new(0),
+            reattach: AtomicBool::new(false),
+            hello_lock: tokio::sync::Mutex::new(()),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
     pub fn session(&self) -> u64 {
         self.session.load(Ordering::Relaxed)
     }

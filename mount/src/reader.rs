@@ -36,7 +36,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Reader {
     master: Arc<Master>,
     servers: Arc<ChunkServers>,
-    locations: Mutex<HashMap<(u64, u64), Arc<ChunkReply>>>,
+    /// Cached chunk replies by inode, then chunk index. Only inodes open on this mount have
+    /// an entry (added at open, removed with the last handle), so the cache stays bounded
+    /// by the open files and a late read-ahead cannot re-fill it after the close.
+    locations: Mutex<HashMap<u64, HashMap<u64, Arc<ChunkReply>>>>,
 }
 
 type Fetch = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
@@ -65,15 +68,39 @@ impl Reader {
 
     /// Drops the cached chunk locations (and file sizes) of `ino`.
     pub fn forget(&self, ino: u64) {
-        lock(&self.locations).retain(|&(i, _), _| i != ino);
+        if let Some(chunks) = lock(&self.locations).get_mut(&ino) {
+            chunks.clear();
+        }
+    }
+
+    /// `ino` was opened: what others wrote and closed before must be visible now
+    /// (close-to-open), so its cache starts empty; locations are cached from here on.
+    pub fn opened(&self, ino: u64) {
+        lock(&self.locations).entry(ino).or_default().clear();
+    }
+
+    /// The last handle of `ino` on this mount was released: its cache goes.
+    pub fn released(&self, ino: u64) {
+        lock(&self.locations).remove(&ino);
+    }
+
+    /// Caches a chunk reply if `ino` is (still) open.
+    fn remember(&self, ino: u64, index: u64, c: &Arc<ChunkReply>) {
+        if let Some(chunks) = lock(&self.locations).get_mut(&ino) {
+            chunks.insert(index, c.clone());
+        }
+    }
+
+    fn cached(&self, ino: u64, index: u64) -> Option<Arc<ChunkReply>> {
+        lock(&self.locations).get(&ino)?.get(&index).cloned()
     }
 
     async fn chunk(&self, ino: u64, index: u64) -> Result<Arc<ChunkReply>, FsError> {
-        if let Some(c) = lock(&self.locations).get(&(ino, index)) {
-            return Ok(c.clone());
+        if let Some(c) = self.cached(ino, index) {
+            return Ok(c);
         }
         let c = Arc::new(self.master.read_chunk(ino, index).await?);
-        lock(&self.locations).insert((ino, index), c.clone());
+        self.remember(ino, index, &c);
         Ok(c)
     }
 
@@ -298,5 +325,56 @@ impl Reader {
             }
         }
         Ok(out.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader() -> Reader {
+        Reader::new(
+            Arc::new(Master::unconnected("127.0.0.1:1")),
+            Arc::new(ChunkServers::default()),
+        )
+    }
+
+    fn reply(chunk_id: u64) -> Arc<ChunkReply> {
+        Arc::new(ChunkReply {
+            chunk_id,
+            version: 1,
+            file_size: 10,
+            locations: Vec::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn locations_are_cached_only_while_open() {
+        let r = reader();
+        // Not open: nothing is kept (e.g. a read-ahead finishing after the close).
+        r.remember(7, 0, &reply(1));
+        assert!(r.cached(7, 0).is_none());
+        r.opened(7);
+        r.remember(7, 0, &reply(1));
+        r.remember(7, 1, &reply(2));
+        r.opened(8);
+        r.remember(8, 0, &reply(3));
+        assert_eq!(r.cached(7, 1).map(|c| c.chunk_id), Some(2));
+        // Errors drop the inode's entries but keep caching it.
+        r.forget(7);
+        assert!(r.cached(7, 0).is_none());
+        r.remember(7, 0, &reply(1));
+        assert!(r.cached(7, 0).is_some());
+        // A new open starts empty (close-to-open).
+        r.opened(7);
+        assert!(r.cached(7, 0).is_none());
+        r.remember(7, 0, &reply(1));
+        // The last release forgets the inode entirely; others stay.
+        r.released(7);
+        assert!(r.cached(7, 0).is_none());
+        assert!(!lock(&r.locations).contains_key(&7));
+        assert_eq!(r.cached(8, 0).map(|c| c.chunk_id), Some(3));
+        r.remember(7, 0, &reply(1));
+        assert!(r.cached(7, 0).is_none());
     }
 }

@@ -72,6 +72,9 @@ struct Target {
     chunk_id: u64,
     version: u32,
     chain: Vec<Location>,
+    /// The chunk was cut by a truncate since (new version on the master): the current
+    /// version and copies are asked of the master before the WriteSync.
+    recheck: bool,
 }
 
 /// Holds a piece's share of the per-file and global limits until it is acked.
@@ -166,10 +169,21 @@ impl FileWriter {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The file was truncated (after a flush): cached data and pending syncs are void.
-    pub async fn truncated(&self) {
+    /// The file was truncated to `size` (after a flush): cached data is void, and so are
+    /// pending syncs of chunks past the cut. Chunks below it are unchanged and still owed
+    /// their WriteSync; the chunk holding the cut got a new version on the master if it was
+    /// cut, so its sync asks for the current version first.
+    pub async fn truncated(&self, size: u64) {
         let _st = self.state.lock().await;
-        lock(&self.unsynced).clear();
+        let cut = size / CHUNK_SIZE;
+        // A cut on a chunk boundary leaves nothing of chunk `cut`.
+        let cut_inside = !size.is_multiple_of(CHUNK_SIZE);
+        lock(&self.unsynced).retain(|&index, t| {
+            if index == cut && cut_inside {
+                t.recheck = true;
+            }
+            index < cut || (index == cut && cut_inside)
+        });
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -396,7 +410,12 @@ impl FileWriter {
         if sync {
             let unsynced: Vec<_> = lock(&self.unsynced).drain().collect();
             for (index, target) in unsynced {
-                if let Err(e) = sync_only(&self.ctx, &target).await {
+                let synced = match current(&self.ctx, self.ino, index, target.clone()).await {
+                    Ok(Some(t)) => sync_only(&self.ctx, &t).await,
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = synced {
                     warn!(
                         ino = self.ino,
                         index, "fsync of chunk {} failed: {e}", target.chunk_id
@@ -415,16 +434,39 @@ impl FileWriter {
     }
 }
 
+/// The chunk a pending sync is for as it is now: a chunk cut by a truncate is looked up
+/// again (new version); None if the file no longer has that chunk there.
+async fn current(
+    ctx: &WriteCtx,
+    ino: u64,
+    index: u64,
+    t: Target,
+) -> Result<Option<Target>, FsError> {
+    if !t.recheck {
+        return Ok(Some(t));
+    }
+    let r = ctx.master.read_chunk(ino, index).await?;
+    if r.chunk_id != t.chunk_id {
+        return Ok(None);
+    }
+    Ok(Some(Target {
+        chunk_id: r.chunk_id,
+        version: r.version,
+        chain: r.locations,
+        recheck: false,
+    }))
+}
+
 /// Sends only a WriteSync down the chain of a chunk whose write stream already ended.
 async fn sync_only(ctx: &WriteCtx, t: &Target) -> Result<(), FsError> {
-    let Some(first) = t.chain.first() else {
+    let Some((first, rest)) = t.chain.split_first() else {
         return Ok(());
     };
     let (tx, rx) = mpsc::channel(2);
     let start = Msg::Start(WriteStart {
         chunk_id: t.chunk_id,
         version: t.version,
-        chain: t.chain[1..].iter().map(|l| l.addr.clone()).collect(),
+        chain: rest.iter().map(|l| l.addr.clone()).collect(),
     });
     for msg in [start, Msg::Sync(WriteSync { seq: 1 })] {
         tx.send(WriteMessage { msg: Some(msg) })
@@ -539,6 +581,172 @@ mod tests {
         let e = FsError::Unavailable("transport error".into());
         assert_eq!(failed_server(&e, &chain()), Some(1));
     }
+
+    fn ctx() -> Arc<WriteCtx> {
+        WriteCtx::new(
+            Arc::new(Master::unconnected("127.0.0.1:1")),
+            Arc::new(ChunkServers::default()),
+        )
+    }
+
+    fn target(chunk_id: u64, chain: Vec<Location>) -> Target {
+        Target {
+            chunk_id,
+            version: 3,
+            chain,
+            recheck: false,
+        }
+    }
+
+    fn unsynced_of(w: &FileWriter) -> Vec<(u64, bool)> {
+        let mut v: Vec<_> = lock(&w.unsynced)
+            .iter()
+            .map(|(&i, t)| (i, t.recheck))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn truncate_keeps_pending_syncs_below_the_cut() {
+        let w = FileWriter::new(1, ctx());
+        let fill = |w: &FileWriter| {
+            let mut u = lock(&w.unsynced);
+            for i in 0..4 {
+                u.insert(i, target(100 + i, chain()));
+            }
+        };
+        fill(&w);
+        // Cut inside chunk 1: 0 unchanged, 1 re-checked (new version), 2 and 3 gone.
+        w.truncated(CHUNK_SIZE + 5).await;
+        assert_eq!(unsynced_of(&w), vec![(0, false), (1, true)]);
+        // Cut on the boundary of chunk 2: chunk 2 keeps nothing.
+        fill(&w);
+        w.truncated(2 * CHUNK_SIZE).await;
+        assert_eq!(unsynced_of(&w), vec![(0, false), (1, false)]);
+        // Growing past every chunk leaves all of them owed a sync.
+        fill(&w);
+        w.truncated(10 * CHUNK_SIZE + 1).await;
+        assert_eq!(
+            unsynced_of(&w),
+            vec![(0, false), (1, false), (2, false), (3, false)]
+        );
+        w.truncated(0).await;
+        assert!(unsynced_of(&w).is_empty());
+    }
+
+    fn actor(lease: Option<Target>) -> Actor {
+        Actor {
+            ctx: ctx(),
+            ino: 1,
+            index: 0,
+            error: Arc::default(),
+            unsynced: Arc::default(),
+            lease,
+            failed: Vec::new(),
+            attempts: 0,
+            pending: VecDeque::new(),
+            seq: 0,
+            high: 0,
+            fatal: None,
+            leased_at: Instant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lease_without_servers_is_retryable_not_a_panic() {
+        let mut a = actor(Some(target(5, Vec::new())));
+        match a.connect().await {
+            Err(FsError::Unavailable(_)) => {}
+            Err(e) => panic!("wrong error {e}"),
+            Ok(_) => panic!("connected without servers"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dying_actor_leaves_an_error_before_it_signals_its_end() {
+        let error: Arc<Mutex<Option<FsError>>> = Arc::default();
+        let (tx, rx) = oneshot::channel();
+        let slot = error.clone();
+        let task = tokio::spawn(async move {
+            let _exit = ExitGuard {
+                error: slot,
+                ended: Some(tx),
+                clean: false,
+            };
+            tokio::task::yield_now().await;
+            panic!("actor bug");
+        });
+        // `ended` fires (the writer's flush stops waiting) only with the error in place.
+        let _ = rx.await;
+        assert!(matches!(lock(&error).clone(), Some(FsError::Io(_))));
+        assert!(task.await.unwrap_err().is_panic());
+
+        // A clean end leaves the slot alone and still signals.
+        let error: Arc<Mutex<Option<FsError>>> = Arc::default();
+        let (tx, rx) = oneshot::channel();
+        drop(ExitGuard {
+            error: error.clone(),
+            ended: Some(tx),
+            clean: true,
+        });
+        assert!(rx.await.is_ok());
+        assert!(lock(&error).is_none());
+    }
+
+    #[tokio::test]
+    async fn flush_reports_an_actor_that_died() {
+        let w = FileWriter::new(1, ctx());
+        let (tx, rx) = oneshot::channel();
+        let slot = w.error.clone();
+        let (cmd_tx, _cmd_rx) = mpsc::unbounded_channel();
+        {
+            let mut st = w.state.lock().await;
+            st.streams.insert(
+                0,
+                Stream {
+                    tx: cmd_tx,
+                    ended: rx,
+                    end: 0,
+                    used: 0,
+                },
+            );
+        }
+        tokio::spawn(async move {
+            let _exit = ExitGuard {
+                error: slot,
+                ended: Some(tx),
+                clean: false,
+            };
+            panic!("actor bug");
+        });
+        assert!(matches!(w.flush(true).await, Err(FsError::Io(_))));
+        // Reported once, like any background write error.
+        assert!(w.flush(false).await.is_ok());
+    }
+}
+
+/// Signals the end of an actor (the writer's `ended`); if the actor did not get to its end
+/// (it panicked, or its task was dropped) the file's error slot is set first.
+struct ExitGuard {
+    error: Arc<Mutex<Option<FsError>>>,
+    ended: Option<oneshot::Sender<()>>,
+    clean: bool,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if !self.clean {
+            warn!("chunk write stream died; its data may be lost");
+            lock(&self.error).get_or_insert(FsError::Io(
+                "chunk write stream died before its data was acknowledged".into(),
+            ));
+        }
+        if let Some(ended) = self.ended.take() {
+            // The writer may be gone (file closed without waiting): nothing to tell then.
+            let _ = ended.send(());
+        }
+    }
 }
 
 /// Owns one chunk's write: lease, chain stream, un-acked pieces, retries, WriteEnd.
@@ -563,6 +771,13 @@ struct Actor {
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>, ended: oneshot::Sender<()>) {
+        // Fires `ended` however the actor stops; a panic or a drop of the task first puts an
+        // error in the file's slot (data it held may be lost), so flush cannot report success.
+        let mut exit = ExitGuard {
+            error: self.error.clone(),
+            ended: Some(ended),
+            clean: false,
+        };
         let mut conn: Option<Conn> = None;
         let mut closing = false;
         let mut retiring = false;
@@ -641,8 +856,14 @@ impl Actor {
         }
         drop(conn);
         self.end(synced).await;
-        // The writer may be gone (file closed without waiting): nothing to tell then.
-        let _ = ended.send(());
+        if self.fatal.is_none() && !self.pending.is_empty() {
+            // Not reached (the loop ends only with nothing pending or a fatal error), but
+            // un-acked data must never end silently.
+            lock(&self.error).get_or_insert(FsError::Io(
+                "chunk write stream ended with un-acked data".into(),
+            ));
+        }
+        exit.clean = true;
     }
 
     /// Re-joins the lease so the master keeps it. True if the chunk got a new version or
@@ -659,12 +880,23 @@ impl Actor {
             .await
         {
             Ok(r) if r.chunk_id == old.chunk_id && r.version == old.version => false,
+            // No chain to write to: keep the stream on the old lease (a failure there
+            // leases again, through `connect`, which retries this).
+            Ok(r) if r.locations.is_empty() => {
+                warn!(
+                    ino = self.ino,
+                    index = self.index,
+                    "lease refresh returned no chunkservers"
+                );
+                false
+            }
             Ok(r) => {
                 debug!(version = r.version, "lease changed under the stream");
                 self.lease = Some(Target {
                     chunk_id: r.chunk_id,
                     version: r.version,
                     chain: r.locations,
+                    recheck: false,
                 });
                 true
             }
@@ -708,12 +940,15 @@ impl Actor {
                     .write_chunk(self.ino, self.index, self.failed.clone())
                     .await?;
                 if r.locations.is_empty() {
-                    return Err(FsError::NoSpace);
+                    return Err(FsError::Unavailable(
+                        "master leased the chunk with no chunkservers".into(),
+                    ));
                 }
                 let l = Target {
                     chunk_id: r.chunk_id,
                     version: r.version,
                     chain: r.locations,
+                    recheck: false,
                 };
                 debug!(
                     chunk = l.chunk_id,
@@ -726,11 +961,14 @@ impl Actor {
                 l
             }
         };
+        let Some((first, rest)) = lease.chain.split_first() else {
+            return Err(FsError::Unavailable("lease without chunkservers".into()));
+        };
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let start = WriteStart {
             chunk_id: lease.chunk_id,
             version: lease.version,
-            chain: lease.chain[1..].iter().map(|l| l.addr.clone()).collect(),
+            chain: rest.iter().map(|l| l.addr.clone()).collect(),
         };
         let closed = || FsError::Unavailable("chain stream closed".into());
         tx.send(WriteMessage {
@@ -738,7 +976,7 @@ impl Actor {
         })
         .await
         .map_err(|_| closed())?;
-        let mut client = self.ctx.servers.client(&lease.chain[0].addr)?;
+        let mut client = self.ctx.servers.client(&first.addr)?;
         let call = client.write(ReceiverStream::new(rx));
         // Resend while the call starts: the request stream is consumed as it is sent.
         let resend = async {
