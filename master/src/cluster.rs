@@ -9,6 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
+/// Chunk ids reserved in the log at a time (one record per this many new chunks).
+const CHUNK_ID_BLOCK: u64 = 1024;
+
 pub struct Server {
     pub id: u64,
     pub uuid: String,
@@ -57,7 +60,7 @@ pub struct Cluster {
     /// (chunk, server) → version an order may have moved the copy to although it failed
     /// or timed out. Such a copy missed later writes: never accept it, delete it.
     suspects: HashMap<(u64, u64), u32>,
-    /// Chunk ids handed to creations not logged yet (or never logged): never reused.
+    /// Next chunk id to hand out; ids are reserved in the log in blocks ahead of it.
     next_chunk_id: u64,
 }
 
@@ -114,7 +117,10 @@ impl Cluster {
         for c in chunks {
             let suspect = self.suspects.get(&(c.chunk_id, server)) == Some(&c.version);
             match known(c.chunk_id) {
-                None => out.delete.push((c.chunk_id, c.version)),
+                None => {
+                    self.skip_chunk_id(c.chunk_id);
+                    out.delete.push((c.chunk_id, c.version));
+                }
                 Some(v) if c.version < v || suspect => out.delete.push((c.chunk_id, c.version)),
                 Some(v) => {
                     if c.version > v {
@@ -134,11 +140,24 @@ impl Cluster {
         self.suspects.insert((chunk, server), version);
     }
 
-    /// A fresh chunk id: above every logged one and every one handed out before.
-    pub fn reserve_chunk_id(&mut self, logged_next: u64) -> u64 {
-        let id = self.next_chunk_id.max(logged_next);
-        self.next_chunk_id = id + 1;
-        id
+    /// The next chunk id, never handed out before. Returns it and, when it reaches the end
+    /// of the block reserved in the log (`reserved`), the new end to reserve first.
+    pub fn next_chunk_id(&mut self, reserved: u64) -> (u64, Option<u64>) {
+        if self.next_chunk_id == 0 {
+            // After a start every id below the reserved end may have been used.
+            self.next_chunk_id = reserved;
+        }
+        let id = self.next_chunk_id;
+        self.next_chunk_id += 1;
+        let extend = (id >= reserved).then_some(id + CHUNK_ID_BLOCK);
+        (id, extend)
+    }
+
+    /// A server reported a chunk the log does not know: its id must not be handed out.
+    pub fn skip_chunk_id(&mut self, id: u64) {
+        if self.next_chunk_id != 0 {
+            self.next_chunk_id = self.next_chunk_id.max(id + 1);
+        }
     }
 
     /// The chunk is gone from the metadata: forget everything about it.

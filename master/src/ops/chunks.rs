@@ -5,7 +5,7 @@ use super::now;
 use crate::cluster::Lease;
 use crate::core::{Inner, Master};
 use crate::placement;
-use elkfs_proto::changelog::{record::Op, Truncate, WriteChunk, WriteEnd};
+use elkfs_proto::changelog::{record::Op, ReserveChunkIds, Truncate, WriteChunk, WriteEnd};
 use elkfs_proto::chunk::chunk_client::ChunkClient;
 use elkfs_proto::chunk::{CreateRequest, SetVersionRequest, TruncateRequest};
 use elkfs_proto::limits::{CHUNK_SIZE, MAX_FILE_SIZE};
@@ -114,7 +114,7 @@ impl Master {
             return Ok(reply);
         }
         let _serial = self.chunk_ops.lock().await;
-        let (chunk, old, servers) = {
+        let (chunk, old, servers, reserved) = {
             let mut guard = self.lock();
             let inner = &mut *guard;
             if let Some(reply) = self.join_lease(inner, &req)? {
@@ -123,14 +123,26 @@ impl Master {
             let goal = inner.state.inode(req.ino)?.goal as usize;
             let chunk = inner.state.chunk_at(req.ino, req.index)?;
             if chunk == 0 {
-                let servers =
-                    placement::choose(&inner.cluster.candidates(), goal, &req.failed_servers);
+                let candidates = inner.cluster.candidates();
+                if candidates.is_empty() {
+                    // Right after a master restart, before the chunkservers registered again:
+                    // worth retrying, unlike a full cluster.
+                    return Err(FsError::Unavailable("no chunkserver is connected".into()));
+                }
+                let servers = placement::choose(&candidates, goal, &req.failed_servers);
                 if servers.is_empty() {
                     return Err(FsError::NoSpace);
                 }
                 inner.cluster.note_placed(&servers);
-                let id = inner.cluster.reserve_chunk_id(inner.state.next_chunk_id);
-                (id, None, servers)
+                let (id, extend) = inner.cluster.next_chunk_id(inner.state.next_chunk_id);
+                let reserved = match extend {
+                    Some(end) => Some(self.commit(
+                        inner,
+                        Op::ReserveChunkIds(ReserveChunkIds { next_chunk_id: end }),
+                    )?),
+                    None => None,
+                };
+                (id, None, servers, reserved)
             } else {
                 let old = inner.state.chunks.get(&chunk).map_or(0, |c| c.version);
                 let servers: Vec<u64> = inner
@@ -144,9 +156,13 @@ impl Master {
                         "no reachable valid copy of chunk {chunk} to write"
                     )));
                 }
-                (chunk, Some(old), servers)
+                (chunk, Some(old), servers, None)
             }
         };
+        if let Some(v) = reserved {
+            // The id is handed to chunkservers only once its reservation is on disk.
+            self.durable(v).await?;
+        }
         let created = old.is_none();
         let version = old.map_or(1, |v| v + 1);
         let chain = self

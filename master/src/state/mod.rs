@@ -162,6 +162,10 @@ impl State {
             Op::WriteEnd(r) => self.write_end(r),
             Op::Purge(r) => self.purge(r.ino),
             Op::ChunkVersion(r) => self.chunk_version(r),
+            Op::ReserveChunkIds(r) => {
+                self.next_chunk_id = self.next_chunk_id.max(r.next_chunk_id);
+                Ok(Effects::default())
+            }
         }?;
         self.version = version;
         Ok(effects)

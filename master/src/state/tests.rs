@@ -1,6 +1,7 @@
 use super::*;
 use elkfs_proto::changelog::{
-    record, Link, Mknod, Purge, Rename, SetAttr, Truncate, Unlink, WriteChunk, WriteEnd,
+    record, Link, Mknod, Purge, Rename, ReserveChunkIds, SetAttr, Truncate, Unlink, WriteChunk,
+    WriteEnd,
 };
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -56,6 +57,9 @@ enum Gen {
     Purge {
         node: usize,
     },
+    Reserve {
+        ahead: u64,
+    },
 }
 
 fn gen() -> impl Strategy<Value = Gen> {
@@ -71,6 +75,7 @@ fn gen() -> impl Strategy<Value = Gen> {
         2 => (0usize..50, 0u64..4, any::<bool>()).prop_map(|(node, index, create)| Gen::WriteChunk { node, index, create }),
         1 => (0usize..50, 0u64..(4 * CHUNK_SIZE)).prop_map(|(node, size)| Gen::WriteEnd { node, size }),
         1 => (0usize..50).prop_map(|node| Gen::Purge { node }),
+        1 => (0u64..3000).prop_map(|ahead| Gen::Reserve { ahead }),
     ]
 }
 
@@ -201,6 +206,9 @@ fn record(s: &State, g: &Gen, clock: i64) -> Record {
         }),
         Gen::Purge { node } => record::Op::Purge(Purge {
             ino: pick(s, node, false),
+        }),
+        Gen::Reserve { ahead } => record::Op::ReserveChunkIds(ReserveChunkIds {
+            next_chunk_id: s.next_chunk_id + ahead,
         }),
     };
     Record { op: Some(op) }

@@ -142,6 +142,7 @@ fn record_line(f: &Frame) -> String {
         ),
         Op::Purge(r) => format!("purge ino={}", r.ino),
         Op::ChunkVersion(r) => format!("chunk_version chunk={} version={}", r.chunk_id, r.version),
+        Op::ReserveChunkIds(r) => format!("reserve_chunk_ids next={}", r.next_chunk_id),
     };
     format!("{}\t{text}", f.version)
 }
