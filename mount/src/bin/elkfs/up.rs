@@ -21,7 +21,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Args {
     /// Directory for configs, data, logs and pid files (created if missing).
     data_dir: PathBuf,
-    /// Where to mount the filesystem (must exist).
+    /// Where to mount the filesystem (created if missing).
     mountpoint: PathBuf,
     /// Number of chunkservers to run.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
@@ -65,8 +65,10 @@ pub fn run(args: Args) -> Result<()> {
         fs::canonicalize(&args.data_dir)
             .with_context(|| format!("resolving {}", args.data_dir.display()))?,
     );
+    fs::create_dir_all(&args.mountpoint)
+        .with_context(|| format!("creating mountpoint {}", args.mountpoint.display()))?;
     let mountpoint = fs::canonicalize(&args.mountpoint)
-        .with_context(|| format!("mountpoint {} must exist", args.mountpoint.display()))?;
+        .with_context(|| format!("resolving {}", args.mountpoint.display()))?;
     let master_addr = SocketAddr::new(args.host, MASTER_PORT);
     let cs_names: Vec<String> = (1..=args.chunkservers).map(|i| format!("cs{i}")).collect();
 
