@@ -17,7 +17,7 @@ fn attr(a: Result<Attr, elkfs_proto::FsError>) -> Result<Response<AttrReply>, St
 
 #[tonic::async_trait]
 impl Meta for MetaService {
-    #[instrument(skip_all, fields(client = %r.get_ref().client))]
+    #[instrument(level = "debug", skip_all, fields(client = %r.get_ref().client))]
     async fn hello(&self, r: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
         let r = r.into_inner();
         let session = self.0.hello(r.resume_session, &r.open_inodes);
@@ -28,38 +28,38 @@ impl Meta for MetaService {
         }))
     }
 
-    #[instrument(skip_all, fields(parent = r.get_ref().parent))]
+    #[instrument(level = "debug", skip_all, fields(parent = r.get_ref().parent))]
     async fn lookup(&self, r: Request<LookupRequest>) -> Result<Response<AttrReply>, Status> {
         let r = r.into_inner();
         attr(self.0.lookup(r.parent, &r.name))
     }
 
-    #[instrument(skip_all, fields(ino = r.get_ref().ino))]
+    #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino))]
     async fn get_attr(&self, r: Request<InodeRequest>) -> Result<Response<AttrReply>, Status> {
         attr(self.0.getattr(r.into_inner().ino))
     }
 
-    #[instrument(skip_all, fields(ino = r.get_ref().ino))]
+    #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino))]
     async fn set_attr(&self, r: Request<SetAttrRequest>) -> Result<Response<AttrReply>, Status> {
         attr(self.0.setattr(r.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(parent = r.get_ref().parent))]
+    #[instrument(level = "debug", skip_all, fields(parent = r.get_ref().parent))]
     async fn mknod(&self, r: Request<MknodRequest>) -> Result<Response<AttrReply>, Status> {
         attr(self.0.mknod(r.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(parent = r.get_ref().parent))]
+    #[instrument(level = "debug", skip_all, fields(parent = r.get_ref().parent))]
     async fn symlink(&self, r: Request<SymlinkRequest>) -> Result<Response<AttrReply>, Status> {
         attr(self.0.symlink(r.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(ino = r.get_ref().ino))]
+    #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino))]
     async fn link(&self, r: Request<LinkRequest>) -> Result<Response<AttrReply>, Status> {
         attr(self.0.link(r.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(parent = r.get_ref().parent))]
+    #[instrument(level = "debug", skip_all, fields(parent = r.get_ref().parent))]
     async fn unlink(&self, r: Request<EntryRequest>) -> Result<Response<Empty>, Status> {
         let r = r.into_inner();
         reply(
@@ -70,7 +70,7 @@ impl Meta for MetaService {
         )
     }
 
-    #[instrument(skip_all, fields(parent = r.get_ref().parent))]
+    #[instrument(level = "debug", skip_all, fields(parent = r.get_ref().parent))]
     async fn rmdir(&self, r: Request<EntryRequest>) -> Result<Response<Empty>, Status> {
         let r = r.into_inner();
         reply(
@@ -81,12 +81,12 @@ impl Meta for MetaService {
         )
     }
 
-    #[instrument(skip_all, fields(parent = r.get_ref().parent, new_parent = r.get_ref().new_parent))]
+    #[instrument(level = "debug", skip_all, fields(parent = r.get_ref().parent, new_parent = r.get_ref().new_parent))]
     async fn rename(&self, r: Request<RenameRequest>) -> Result<Response<Empty>, Status> {
         reply(self.0.rename(r.into_inner()).await.map(|_| Empty {}))
     }
 
-    #[instrument(skip_all, fields(ino = r.get_ref().ino))]
+    #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino))]
     async fn readlink(&self, r: Request<InodeRequest>) -> Result<Response<ReadlinkReply>, Status> {
         reply(
             self.0
@@ -95,45 +95,45 @@ impl Meta for MetaService {
         )
     }
 
-    #[instrument(skip_all, fields(ino = r.get_ref().ino, cookie = r.get_ref().cookie))]
+    #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino, cookie = r.get_ref().cookie))]
     async fn read_dir(&self, r: Request<ReadDirRequest>) -> Result<Response<ReadDirReply>, Status> {
         reply(self.0.readdir(r.get_ref()))
     }
 
-    #[instrument(skip_all)]
+    #[instrument(level = "debug", skip_all)]
     async fn stat_fs(&self, _r: Request<Empty>) -> Result<Response<StatFsReply>, Status> {
         Ok(Response::new(self.0.statfs()))
     }
 
-    #[instrument(skip_all, fields(ino = r.get_ref().ino))]
+    #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino))]
     async fn open(&self, r: Request<OpenRequest>) -> Result<Response<AttrReply>, Status> {
         let r = r.into_inner();
         attr(self.0.open(r.session, r.ino))
     }
 
-    #[instrument(skip_all, fields(ino = r.get_ref().ino))]
+    #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino))]
     async fn release(&self, r: Request<OpenRequest>) -> Result<Response<Empty>, Status> {
         let r = r.into_inner();
         reply(self.0.release(r.session, r.ino).await.map(|_| Empty {}))
     }
 
-    #[instrument(skip_all, fields(ino = r.get_ref().ino, index = r.get_ref().index))]
+    #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino, index = r.get_ref().index))]
     async fn read_chunk(&self, r: Request<ChunkRequest>) -> Result<Response<ChunkReply>, Status> {
         let r = r.into_inner();
         reply(self.0.read_chunk(r.ino, r.index))
     }
 
-    #[instrument(skip_all, fields(ino = r.get_ref().ino, index = r.get_ref().index))]
+    #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino, index = r.get_ref().index))]
     async fn write_chunk(&self, r: Request<ChunkRequest>) -> Result<Response<ChunkReply>, Status> {
         reply(self.0.write_chunk(r.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(ino = r.get_ref().ino, index = r.get_ref().index))]
+    #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino, index = r.get_ref().index))]
     async fn write_end(&self, r: Request<WriteEndRequest>) -> Result<Response<AttrReply>, Status> {
         attr(self.0.write_end(r.into_inner()).await)
     }
 
-    #[instrument(skip_all, fields(chunk = r.get_ref().chunk_id))]
+    #[instrument(level = "debug", skip_all, fields(chunk = r.get_ref().chunk_id))]
     async fn chunk_damaged(
         &self,
         r: Request<ChunkDamagedRequest>,

@@ -14,7 +14,7 @@ pub struct RegistryService(pub Arc<Master>);
 
 #[tonic::async_trait]
 impl Registry for RegistryService {
-    #[instrument(skip_all, fields(addr = %r.get_ref().addr, chunks = r.get_ref().chunks.len()))]
+    #[instrument(level = "debug", skip_all, fields(addr = %r.get_ref().addr, chunks = r.get_ref().chunks.len()))]
     async fn register(
         &self,
         r: Request<RegisterRequest>,
@@ -95,7 +95,7 @@ impl Registry for RegistryService {
         Ok(Response::new(HeartbeatReply { reregister: !known }))
     }
 
-    #[instrument(skip_all, fields(chunk = r.get_ref().chunk_id, server = r.get_ref().server_id))]
+    #[instrument(level = "debug", skip_all, fields(chunk = r.get_ref().chunk_id, server = r.get_ref().server_id))]
     async fn report_damaged(&self, r: Request<DamagedRequest>) -> Result<Response<Empty>, Status> {
         let r = r.into_inner();
         self.0.chunk_damaged(r.chunk_id, r.version, r.server_id);
