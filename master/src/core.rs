@@ -242,8 +242,13 @@ async fn housekeeping(master: Arc<Master>) {
                 );
             }
             inner.cluster.expire_leases(Duration::from_secs(120));
-            let orphans = crate::sessions::unreferenced_orphans(&inner);
+            let mut orphans = crate::sessions::unreferenced_orphans(&inner);
             crate::sessions::mark_orphans_checked(&mut inner);
+            for ino in inner.sessions.expire(crate::sessions::SESSION_TIMEOUT) {
+                if inner.state.inodes.get(&ino).is_some_and(|n| n.nlink == 0) {
+                    orphans.push(ino);
+                }
+            }
             orphans
         };
         for ino in purge {

@@ -9,10 +9,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// After a master restart, mounts get this long to re-assert their open files before
 /// unlinked inodes nobody claimed are purged.
 const REOPEN_GRACE: Duration = Duration::from_secs(30);
+/// A session not heard from for this long is gone (mounts say hello every 10 s): its open
+/// files are released, so unlinked files it held can be purged.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct Sessions {
     next: u64,
     opens: HashMap<u64, HashMap<u64, u32>>,
+    seen: HashMap<u64, Instant>,
     counts: HashMap<u64, u32>,
     started: Instant,
     orphans_checked: bool,
@@ -34,6 +38,7 @@ impl Sessions {
         Sessions {
             next: secs << 20,
             opens: HashMap::new(),
+            seen: HashMap::new(),
             counts: HashMap::new(),
             started: Instant::now(),
             orphans_checked: false,
@@ -54,7 +59,33 @@ impl Sessions {
             }
         }
         self.opens.entry(id).or_default();
+        self.seen.insert(id, Instant::now());
         id
+    }
+
+    /// Forget sessions silent for longer than `timeout`. Returns the inodes that are no
+    /// longer open anywhere because of it.
+    pub fn expire(&mut self, timeout: Duration) -> Vec<u64> {
+        let gone: Vec<u64> = self
+            .seen
+            .iter()
+            .filter(|(_, t)| t.elapsed() > timeout)
+            .map(|(&s, _)| s)
+            .collect();
+        let mut closed = Vec::new();
+        for s in gone {
+            self.seen.remove(&s);
+            for (ino, n) in self.opens.remove(&s).unwrap_or_default() {
+                if let Some(c) = self.counts.get_mut(&ino) {
+                    *c = c.saturating_sub(n);
+                    if *c == 0 {
+                        self.counts.remove(&ino);
+                        closed.push(ino);
+                    }
+                }
+            }
+        }
+        closed
     }
 
     pub fn open(&mut self, session: u64, ino: u64) {
@@ -115,5 +146,31 @@ pub fn unreferenced_orphans(inner: &Inner) -> Vec<u64> {
 pub fn mark_orphans_checked(inner: &mut Inner) {
     if inner.sessions.started.elapsed() >= REOPEN_GRACE {
         inner.sessions.orphans_checked = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silent_sessions_release_their_files() {
+        let mut s = Sessions::new();
+        let (a, b) = (s.hello(0, &[]), s.hello(0, &[]));
+        s.open(a, 10);
+        s.open(a, 10);
+        s.open(b, 10);
+        s.open(a, 11);
+        assert!(s.expire(Duration::from_secs(60)).is_empty());
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(200))
+            .expect("the clock has run for 200 s");
+        s.seen.insert(a, long_ago);
+        assert_eq!(s.expire(Duration::from_secs(60)), vec![11]);
+        assert!(s.is_open(10), "b still holds 10");
+        assert!(!s.is_open(11));
+        // A mount that was expired and comes back re-asserts what it has open.
+        s.hello(a, &[11]);
+        assert!(s.is_open(11));
     }
 }

@@ -121,7 +121,9 @@ fn main() -> anyhow::Result<()> {
     config.n_threads = Some(opts.threads);
     config.clone_fd = true;
 
-    let filesystem = fs::ElkFs::new(rt.handle().clone(), Arc::new(master), opts);
+    let master = Arc::new(master);
+    rt.spawn(master.clone().keepalive());
+    let filesystem = fs::ElkFs::new(rt.handle().clone(), master, opts);
     let mut session = Session::new(filesystem, &mountpoint, &config)
         .with_context(|| format!("mounting {}", mountpoint.display()))?;
     info!("mounted {} from {}", mountpoint.display(), args.master);

@@ -21,6 +21,8 @@ use tracing::{debug, info, warn};
 
 /// How long a metadata call keeps retrying an unreachable master before giving up (EIO).
 const RETRY_FOR: Duration = Duration::from_secs(30);
+/// How often the session is renewed (the master drops it after 120 s of silence).
+const KEEPALIVE: Duration = Duration::from_secs(10);
 
 pub struct Master {
     client: MetaClient<Channel>,
@@ -133,6 +135,19 @@ impl Master {
             *n -= 1;
             if *n == 0 {
                 open.remove(&ino);
+            }
+        }
+    }
+
+    /// Says hello every [`KEEPALIVE`] so the master keeps this session (and the files it
+    /// has open); after a master restart this also re-attaches an idle mount.
+    pub async fn keepalive(self: std::sync::Arc<Self>) {
+        loop {
+            tokio::time::sleep(KEEPALIVE).await;
+            let _one = self.hello_lock.lock().await;
+            if let Err(e) = self.hello().await {
+                debug!("keepalive: {e}");
+                self.reattach.store(true, Ordering::Relaxed);
             }
         }
     }
