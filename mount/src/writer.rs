@@ -555,177 +555,6 @@ fn failed_server(e: &FsError, chain: &[Location]) -> Option<u64> {
         .map(|l| l.server_id)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn chain() -> Vec<Location> {
-        ["10.0.0.1:9530", "10.0.0.2:9530", "10.0.0.3:9530"]
-            .iter()
-            .enumerate()
-            .map(|(i, a)| Location {
-                server_id: i as u64 + 1,
-                addr: (*a).into(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn blames_the_innermost_named_server() {
-        let e = FsError::Unavailable(
-            "chain server 10.0.0.2:9530: chain server 10.0.0.3:9530: connection refused".into(),
-        );
-        assert_eq!(failed_server(&e, &chain()), Some(3));
-        let e = FsError::Io("chain server 10.0.0.2:9530: chunkserver 10.0.0.2:9530: disk".into());
-        assert_eq!(failed_server(&e, &chain()), Some(2));
-        let e = FsError::Unavailable("transport error".into());
-        assert_eq!(failed_server(&e, &chain()), Some(1));
-    }
-
-    fn ctx() -> Arc<WriteCtx> {
-        WriteCtx::new(
-            Arc::new(Master::unconnected("127.0.0.1:1")),
-            Arc::new(ChunkServers::default()),
-        )
-    }
-
-    fn target(chunk_id: u64, chain: Vec<Location>) -> Target {
-        Target {
-            chunk_id,
-            version: 3,
-            chain,
-            recheck: false,
-        }
-    }
-
-    fn unsynced_of(w: &FileWriter) -> Vec<(u64, bool)> {
-        let mut v: Vec<_> = lock(&w.unsynced)
-            .iter()
-            .map(|(&i, t)| (i, t.recheck))
-            .collect();
-        v.sort();
-        v
-    }
-
-    #[tokio::test]
-    async fn truncate_keeps_pending_syncs_below_the_cut() {
-        let w = FileWriter::new(1, ctx());
-        let fill = |w: &FileWriter| {
-            let mut u = lock(&w.unsynced);
-            for i in 0..4 {
-                u.insert(i, target(100 + i, chain()));
-            }
-        };
-        fill(&w);
-        // Cut inside chunk 1: 0 unchanged, 1 re-checked (new version), 2 and 3 gone.
-        w.truncated(CHUNK_SIZE + 5).await;
-        assert_eq!(unsynced_of(&w), vec![(0, false), (1, true)]);
-        // Cut on the boundary of chunk 2: chunk 2 keeps nothing.
-        fill(&w);
-        w.truncated(2 * CHUNK_SIZE).await;
-        assert_eq!(unsynced_of(&w), vec![(0, false), (1, false)]);
-        // Growing past every chunk leaves all of them owed a sync.
-        fill(&w);
-        w.truncated(10 * CHUNK_SIZE + 1).await;
-        assert_eq!(
-            unsynced_of(&w),
-            vec![(0, false), (1, false), (2, false), (3, false)]
-        );
-        w.truncated(0).await;
-        assert!(unsynced_of(&w).is_empty());
-    }
-
-    fn actor(lease: Option<Target>) -> Actor {
-        Actor {
-            ctx: ctx(),
-            ino: 1,
-            index: 0,
-            error: Arc::default(),
-            unsynced: Arc::default(),
-            lease,
-            failed: Vec::new(),
-            attempts: 0,
-            pending: VecDeque::new(),
-            seq: 0,
-            high: 0,
-            fatal: None,
-            leased_at: Instant::now(),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_lease_without_servers_is_retryable_not_a_panic() {
-        let mut a = actor(Some(target(5, Vec::new())));
-        match a.connect().await {
-            Err(FsError::Unavailable(_)) => {}
-            Err(e) => panic!("wrong error {e}"),
-            Ok(_) => panic!("connected without servers"),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_dying_actor_leaves_an_error_before_it_signals_its_end() {
-        let error: Arc<Mutex<Option<FsError>>> = Arc::default();
-        let (tx, rx) = oneshot::channel();
-        let slot = error.clone();
-        let task = tokio::spawn(async move {
-            let _exit = ExitGuard {
-                error: slot,
-                ended: Some(tx),
-                clean: false,
-            };
-            tokio::task::yield_now().await;
-            panic!("actor bug");
-        });
-        // `ended` fires (the writer's flush stops waiting) only with the error in place.
-        let _ = rx.await;
-        assert!(matches!(lock(&error).clone(), Some(FsError::Io(_))));
-        assert!(task.await.unwrap_err().is_panic());
-
-        // A clean end leaves the slot alone and still signals.
-        let error: Arc<Mutex<Option<FsError>>> = Arc::default();
-        let (tx, rx) = oneshot::channel();
-        drop(ExitGuard {
-            error: error.clone(),
-            ended: Some(tx),
-            clean: true,
-        });
-        assert!(rx.await.is_ok());
-        assert!(lock(&error).is_none());
-    }
-
-    #[tokio::test]
-    async fn flush_reports_an_actor_that_died() {
-        let w = FileWriter::new(1, ctx());
-        let (tx, rx) = oneshot::channel();
-        let slot = w.error.clone();
-        let (cmd_tx, _cmd_rx) = mpsc::unbounded_channel();
-        {
-            let mut st = w.state.lock().await;
-            st.streams.insert(
-                0,
-                Stream {
-                    tx: cmd_tx,
-                    ended: rx,
-                    end: 0,
-                    used: 0,
-                },
-            );
-        }
-        tokio::spawn(async move {
-            let _exit = ExitGuard {
-                error: slot,
-                ended: Some(tx),
-                clean: false,
-            };
-            panic!("actor bug");
-        });
-        assert!(matches!(w.flush(true).await, Err(FsError::Io(_))));
-        // Reported once, like any background write error.
-        assert!(w.flush(false).await.is_ok());
-    }
-}
-
 /// Signals the end of an actor (the writer's `ended`); if the actor did not get to its end
 /// (it panicked, or its task was dropped) the file's error slot is set first.
 struct ExitGuard {
@@ -1059,5 +888,176 @@ impl Actor {
         if let (None, false, Some(lease)) = (&self.fatal, synced, self.lease.take()) {
             lock(&self.unsynced).insert(self.index, lease);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain() -> Vec<Location> {
+        ["10.0.0.1:9530", "10.0.0.2:9530", "10.0.0.3:9530"]
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Location {
+                server_id: i as u64 + 1,
+                addr: (*a).into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn blames_the_innermost_named_server() {
+        let e = FsError::Unavailable(
+            "chain server 10.0.0.2:9530: chain server 10.0.0.3:9530: connection refused".into(),
+        );
+        assert_eq!(failed_server(&e, &chain()), Some(3));
+        let e = FsError::Io("chain server 10.0.0.2:9530: chunkserver 10.0.0.2:9530: disk".into());
+        assert_eq!(failed_server(&e, &chain()), Some(2));
+        let e = FsError::Unavailable("transport error".into());
+        assert_eq!(failed_server(&e, &chain()), Some(1));
+    }
+
+    fn ctx() -> Arc<WriteCtx> {
+        WriteCtx::new(
+            Arc::new(Master::unconnected("127.0.0.1:1")),
+            Arc::new(ChunkServers::default()),
+        )
+    }
+
+    fn target(chunk_id: u64, chain: Vec<Location>) -> Target {
+        Target {
+            chunk_id,
+            version: 3,
+            chain,
+            recheck: false,
+        }
+    }
+
+    fn unsynced_of(w: &FileWriter) -> Vec<(u64, bool)> {
+        let mut v: Vec<_> = lock(&w.unsynced)
+            .iter()
+            .map(|(&i, t)| (i, t.recheck))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn truncate_keeps_pending_syncs_below_the_cut() {
+        let w = FileWriter::new(1, ctx());
+        let fill = |w: &FileWriter| {
+            let mut u = lock(&w.unsynced);
+            for i in 0..4 {
+                u.insert(i, target(100 + i, chain()));
+            }
+        };
+        fill(&w);
+        // Cut inside chunk 1: 0 unchanged, 1 re-checked (new version), 2 and 3 gone.
+        w.truncated(CHUNK_SIZE + 5).await;
+        assert_eq!(unsynced_of(&w), vec![(0, false), (1, true)]);
+        // Cut on the boundary of chunk 2: chunk 2 keeps nothing.
+        fill(&w);
+        w.truncated(2 * CHUNK_SIZE).await;
+        assert_eq!(unsynced_of(&w), vec![(0, false), (1, false)]);
+        // Growing past every chunk leaves all of them owed a sync.
+        fill(&w);
+        w.truncated(10 * CHUNK_SIZE + 1).await;
+        assert_eq!(
+            unsynced_of(&w),
+            vec![(0, false), (1, false), (2, false), (3, false)]
+        );
+        w.truncated(0).await;
+        assert!(unsynced_of(&w).is_empty());
+    }
+
+    fn actor(lease: Option<Target>) -> Actor {
+        Actor {
+            ctx: ctx(),
+            ino: 1,
+            index: 0,
+            error: Arc::default(),
+            unsynced: Arc::default(),
+            lease,
+            failed: Vec::new(),
+            attempts: 0,
+            pending: VecDeque::new(),
+            seq: 0,
+            high: 0,
+            fatal: None,
+            leased_at: Instant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lease_without_servers_is_retryable_not_a_panic() {
+        let mut a = actor(Some(target(5, Vec::new())));
+        match a.connect().await {
+            Err(FsError::Unavailable(_)) => {}
+            Err(e) => panic!("wrong error {e}"),
+            Ok(_) => panic!("connected without servers"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dying_actor_leaves_an_error_before_it_signals_its_end() {
+        let error: Arc<Mutex<Option<FsError>>> = Arc::default();
+        let (tx, rx) = oneshot::channel();
+        let slot = error.clone();
+        let task = tokio::spawn(async move {
+            let _exit = ExitGuard {
+                error: slot,
+                ended: Some(tx),
+                clean: false,
+            };
+            tokio::task::yield_now().await;
+            panic!("actor bug");
+        });
+        // `ended` fires (the writer's flush stops waiting) only with the error in place.
+        let _ = rx.await;
+        assert!(matches!(lock(&error).clone(), Some(FsError::Io(_))));
+        assert!(task.await.unwrap_err().is_panic());
+
+        // A clean end leaves the slot alone and still signals.
+        let error: Arc<Mutex<Option<FsError>>> = Arc::default();
+        let (tx, rx) = oneshot::channel();
+        drop(ExitGuard {
+            error: error.clone(),
+            ended: Some(tx),
+            clean: true,
+        });
+        assert!(rx.await.is_ok());
+        assert!(lock(&error).is_none());
+    }
+
+    #[tokio::test]
+    async fn flush_reports_an_actor_that_died() {
+        let w = FileWriter::new(1, ctx());
+        let (tx, rx) = oneshot::channel();
+        let slot = w.error.clone();
+        let (cmd_tx, _cmd_rx) = mpsc::unbounded_channel();
+        {
+            let mut st = w.state.lock().await;
+            st.streams.insert(
+                0,
+                Stream {
+                    tx: cmd_tx,
+                    ended: rx,
+                    end: 0,
+                    used: 0,
+                },
+            );
+        }
+        tokio::spawn(async move {
+            let _exit = ExitGuard {
+                error: slot,
+                ended: Some(tx),
+                clean: false,
+            };
+            panic!("actor bug");
+        });
+        assert!(matches!(w.flush(true).await, Err(FsError::Io(_))));
+        // Reported once, like any background write error.
+        assert!(w.flush(false).await.is_ok());
     }
 }

@@ -342,7 +342,7 @@ impl Master {
                 return Err(FsError::IsDir);
             }
             let chunk = inner.state.chunk_at(ino, size / CHUNK_SIZE)?;
-            if size < node.size() && size % CHUNK_SIZE != 0 && chunk != 0 {
+            if size < node.size() && !size.is_multiple_of(CHUNK_SIZE) && chunk != 0 {
                 let old = inner.state.chunks.get(&chunk).map_or(0, |c| c.version);
                 Some((chunk, old, inner.cluster.valid_copies(chunk, old)))
             } else {

@@ -57,7 +57,7 @@ pub fn scan(dir: &Path, image_version: u64) -> std::io::Result<Report> {
         let file = File::open(path)?;
         for frame in FrameReader::new(BufReader::with_capacity(1 << 20, file)) {
             frames += 1;
-            if frames % PROGRESS_EVERY == 0 {
+            if frames.is_multiple_of(PROGRESS_EVERY) {
                 eprintln!("checked {frames} records, at version {prev}");
             }
             let f = match frame {
