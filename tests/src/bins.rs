@@ -5,9 +5,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The directory holding `elkfs-master` & co., built for the same profile as the running
-/// test. `cargo test` only builds the binaries of packages with integration tests, and this
-/// crate has none of its own, so the first call runs `cargo build --bins` once per test
-/// process (a no-op when they are up to date).
+/// test. `cargo test` only builds the binaries of the package under test, and the daemons
+/// live in other crates, so the first call runs `cargo build --bins` once per test process
+/// (a no-op when they are up to date).
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(build)

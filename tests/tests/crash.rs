@@ -5,78 +5,49 @@ use elkfs_tests::fsutil::Rng;
 use elkfs_tests::{Cluster, Opts};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// What a name must be after the crash, from acknowledged operations only.
-#[derive(Clone, Debug, PartialEq)]
-enum Expect {
-    File(Vec<u8>),
-    Absent,
-    /// The last operation on this name failed: it may or may not have happened.
-    Unknown,
-}
+/// The storm workers: `elkfs-storm` processes (see src/bin/elkfs-storm.rs). Not threads of
+/// this process: it restarts the master with fork+exec, and exec would close the files they
+/// hold open on the mount, each close a FUSE FLUSH waiting for the master the child is about
+/// to become — until the mount's write retries give up, minutes later.
+struct Workers(Vec<Child>);
 
-/// One storm worker in its own directory: create+write+fsync, rename, unlink, repeated.
-fn storm(dir: PathBuf, seed: u64, stop: Arc<AtomicBool>) -> HashMap<String, Expect> {
-    let mut rng = Rng::with_seed(seed);
-    let mut model: HashMap<String, Expect> = HashMap::new();
-    let mut next = 0u32;
-    while !stop.load(Ordering::Relaxed) {
-        let live: Vec<String> = model
-            .iter()
-            .filter(|(_, e)| matches!(e, Expect::File(_)))
-            .map(|(n, _)| n.clone())
-            .collect();
-        let op = if live.is_empty() { 0 } else { rng.below(4) };
-        match op {
-            0 | 1 => {
-                let name = format!("f{next}");
-                next += 1;
-                let len = 1 + rng.below(20_000) as usize;
-                let data = rng.bytes(len);
-                let res = File::create(dir.join(&name)).and_then(|mut f| {
-                    f.write_all(&data)?;
-                    f.sync_all()
-                });
-                model.insert(
-                    name,
-                    if res.is_ok() {
-                        Expect::File(data)
-                    } else {
-                        Expect::Unknown
-                    },
-                );
-            }
-            2 => {
-                let from = &live[rng.below(live.len() as u64) as usize];
-                let to = format!("r{next}");
-                next += 1;
-                let content = model[from].clone();
-                if fs::rename(dir.join(from), dir.join(&to)).is_ok() {
-                    model.insert(from.clone(), Expect::Absent);
-                    model.insert(to, content);
-                } else {
-                    model.insert(from.clone(), Expect::Unknown);
-                    model.insert(to, Expect::Unknown);
-                }
-            }
-            _ => {
-                let victim = &live[rng.below(live.len() as u64) as usize];
-                let outcome = match fs::remove_file(dir.join(victim)) {
-                    Ok(()) => Expect::Absent,
-                    Err(_) => Expect::Unknown,
-                };
-                model.insert(victim.clone(), outcome);
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
             }
         }
     }
-    model
+}
+
+fn spawn_worker(dir: &Path, seed: u64, stop: &Path, model: &Path, log: &Path) -> Child {
+    let log = File::create(log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_elkfs-storm"));
+    cmd.arg(dir)
+        .arg(seed.to_string())
+        .arg(stop)
+        .arg(model)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup log handle"))
+        .stderr(log);
+    // SAFETY: prctl is async-signal-safe. The worker dies with the spawning (test) thread,
+    // even when the test process is SIGKILLed.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("starting elkfs-storm")
 }
 
 #[test]
@@ -84,17 +55,20 @@ fn acked_ops_survive_master_kill() {
     let c = Cluster::start(Opts::default());
     let mut rng = Rng::new("crash storm");
     let m = c.mount();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (done_tx, done_rx) = mpsc::channel();
+    let stop = c.dir().join("storm.stop");
     let workers = 4;
+    let mut dirs = Vec::new();
+    let mut running = Workers(Vec::new());
     for w in 0..workers {
         let dir = m.join(format!("w{w}"));
         fs::create_dir(&dir).expect("mkdir worker dir");
-        let (stop, tx, seed) = (stop.clone(), done_tx.clone(), rng.next_u64());
-        thread::spawn(move || {
-            let model = storm(dir.clone(), seed, stop);
-            let _ = tx.send((dir, model));
-        });
+        let model = c.dir().join(format!("storm-w{w}.model"));
+        let log = c.log_path(&format!("storm-w{w}"));
+        let seed = rng.next_u64();
+        running
+            .0
+            .push(spawn_worker(&dir, seed, &stop, &model, &log));
+        dirs.push((dir, model, log));
     }
     thread::sleep(Duration::from_secs(3));
     c.kill_master();
@@ -102,41 +76,58 @@ fn acked_ops_survive_master_kill() {
     c.start_master();
     // Keep going for a while against the restarted master (the mount reconnects).
     thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    let mut models = Vec::new();
-    for _ in 0..workers {
-        // Operations may hang only while the master is away; a worker stuck past this
-        // means the mount never reconnected.
-        let got = done_rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("storm worker stuck after the master came back");
-        models.push(got);
+    File::create(&stop).expect("creating the stop file");
+    // Operations may hang only while the master is away; a worker stuck past this means
+    // the mount never reconnected.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (child, (_, _, log)) in running.0.iter_mut().zip(&dirs) {
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("waiting for a storm worker") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "storm worker stuck after the master came back"
+            );
+            thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "storm worker failed ({status}); {}:\n{}",
+            log.display(),
+            fs::read_to_string(log).unwrap_or_default()
+        );
     }
 
     // A fresh mount, so nothing comes from the old mount's caches.
     let fresh = c.mount();
     let mut acked = 0;
-    for (dir, model) in &models {
+    for (dir, model, _) in &dirs {
         let dir = fresh.join(dir.file_name().expect("worker dir name"));
-        for (name, expect) in model {
-            let path = dir.join(name);
-            match expect {
-                Expect::File(data) => {
+        let text = fs::read_to_string(model)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", model.display()));
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let path = dir.join(fields.get(1).copied().unwrap_or_default());
+            match fields[..] {
+                ["file", _, len, crc] => {
                     acked += 1;
                     let got = fs::read(&path)
                         .unwrap_or_else(|e| panic!("acked file {} lost: {e}", path.display()));
                     assert!(
-                        got == *data,
+                        got.len().to_string() == len
+                            && format!("{:08x}", crc32fast::hash(&got)) == crc,
                         "acked file {} has wrong content",
                         path.display()
                     );
                 }
-                Expect::Absent => assert!(
+                ["absent", _] => assert!(
                     !path.exists(),
                     "{} was removed (acked) but is back",
                     path.display()
                 ),
-                Expect::Unknown => {}
+                ["unknown", _] => {}
+                _ => panic!("bad line in {}: {line:?}", model.display()),
             }
         }
     }
@@ -234,13 +225,16 @@ fn assert_files(root: &Path, prefix: &str, n: usize, when: &str) {
     }
 }
 
+/// A named way to damage a changelog file.
+type Damage = (&'static str, fn(&Path));
+
 #[test]
 fn torn_changelog_tail() {
     let c = Cluster::start(Opts {
         chunkservers: 2,
         ..Opts::default()
     });
-    let damages: [(&str, fn(&Path)); 2] = [
+    let damages: [Damage; 2] = [
         ("truncated", |p| {
             let len = fs::metadata(p).expect("stat changelog").len();
             assert!(len > 3, "changelog too short to tear");
