@@ -3,6 +3,7 @@
 
 use elkfs_proto::chunk::{write_message, ReadRequest, WriteData, WriteMessage, WriteStart};
 use elkfs_proto::limits::{CHUNK_SIZE, ROOT_INO};
+use elkfs_proto::meta::meta_client::MetaClient;
 use elkfs_proto::meta::{
     Caller, ChunkRequest, EntryRequest, HelloRequest, InodeRequest, LinkRequest, LookupRequest,
     MknodRequest, NodeKind, OpenRequest, ReadDirRequest, RenameRequest, SetAttrRequest,
@@ -11,6 +12,7 @@ use elkfs_proto::meta::{
 use elkfs_proto::transport;
 use elkfs_tests::{Cluster, Opts};
 use std::fs;
+use tonic::transport::Channel;
 
 /// A clean rejection carries the elkfs error kind; a crash or a transport failure does not.
 #[track_caller]
@@ -29,41 +31,50 @@ fn assert_clean_error<T: std::fmt::Debug>(
 
 const HUGE: u64 = (1 << 63) + 12345;
 
-#[test]
-fn master_rejects_bad_requests() {
+/// One chunkserver and a real file `f` (written through a mount) to aim at.
+fn cluster_with_file(content: &[u8]) -> (Cluster, tokio::runtime::Runtime) {
     let c = Cluster::start(Opts {
         chunkservers: 1,
         ..Opts::default()
     });
-    // A real file to aim at.
     {
         let m = c.mount();
-        fs::write(m.join("f"), b"content").expect("write");
+        fs::write(m.join("f"), content).expect("write");
     }
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    (c, tokio::runtime::Runtime::new().expect("runtime"))
+}
+
+/// A raw Meta client with its own session, and the inode of `f`.
+async fn connect(c: &Cluster) -> (MetaClient<Channel>, u64, u64) {
+    let mut meta = transport::meta_client(transport::channel(&c.master_addr()).expect("channel"));
+    let session = meta
+        .hello(HelloRequest {
+            client: "badinput".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("hello")
+        .into_inner()
+        .session;
+    let ino = meta
+        .lookup(LookupRequest {
+            parent: ROOT_INO,
+            name: b"f".to_vec(),
+        })
+        .await
+        .expect("lookup f")
+        .into_inner()
+        .attr
+        .expect("attr")
+        .ino;
+    (meta, session, ino)
+}
+
+#[test]
+fn master_rejects_bad_requests() {
+    let (c, rt) = cluster_with_file(b"content");
     rt.block_on(async {
-        let mut meta =
-            transport::meta_client(transport::channel(&c.master_addr()).expect("channel"));
-        let session = meta
-            .hello(HelloRequest {
-                client: "badinput".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("hello")
-            .into_inner()
-            .session;
-        let file = meta
-            .lookup(LookupRequest {
-                parent: ROOT_INO,
-                name: b"f".to_vec(),
-            })
-            .await
-            .expect("lookup f")
-            .into_inner()
-            .attr
-            .expect("attr")
-            .ino;
+        let (mut meta, session, file) = connect(&c).await;
         let unknown = 0xdead_beef_u64;
         let caller = Some(Caller { uid: 0, gid: 0 });
 
@@ -298,38 +309,9 @@ fn master_rejects_bad_requests() {
 
 #[test]
 fn chunkserver_rejects_bad_requests() {
-    let c = Cluster::start(Opts {
-        chunkservers: 1,
-        ..Opts::default()
-    });
-    {
-        let m = c.mount();
-        fs::write(m.join("f"), vec![7u8; 100_000]).expect("write");
-    }
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (c, rt) = cluster_with_file(&[7u8; 100_000]);
     rt.block_on(async {
-        let mut meta =
-            transport::meta_client(transport::channel(&c.master_addr()).expect("channel"));
-        let session = meta
-            .hello(HelloRequest {
-                client: "badinput".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("hello")
-            .into_inner()
-            .session;
-        let ino = meta
-            .lookup(LookupRequest {
-                parent: ROOT_INO,
-                name: b"f".to_vec(),
-            })
-            .await
-            .expect("lookup")
-            .into_inner()
-            .attr
-            .expect("attr")
-            .ino;
+        let (mut meta, session, ino) = connect(&c).await;
         let chunk = meta
             .read_chunk(ChunkRequest {
                 ino,
