@@ -271,6 +271,19 @@ impl ElkFs {
         );
     }
 
+    /// Runs `work` on the open file behind `fh` and answers `reply` with ok or the error.
+    fn run_on_file<F, Fut>(&self, span: Span, fh: FileHandle, reply: ReplyEmpty, work: F)
+    where
+        F: FnOnce(Arc<Core>, Arc<OpenFile>) -> Fut,
+        Fut: Future<Output = Result<(), FsError>> + Send + 'static,
+    {
+        let file = match self.file(fh) {
+            Ok(f) => f,
+            Err(e) => return fail(reply, e),
+        };
+        self.run(span, reply, |c| work(c, file), |r, ()| r.ok());
+    }
+
     fn ttls(&self) -> (Duration, Duration) {
         (self.core.opts.attr_timeout, self.core.opts.entry_timeout)
     }
@@ -668,16 +681,9 @@ impl Filesystem for ElkFs {
         reply: ReplyEmpty,
     ) {
         let span = debug_span!("flush", ino = ino.0, fh = fh.0);
-        let file = match self.file(fh) {
-            Ok(f) => f,
-            Err(e) => return fail(reply, e),
-        };
-        self.run(
-            span,
-            reply,
-            |c| async move { c.flush(file.ino, &file.writer, false).await },
-            |r, ()| r.ok(),
-        );
+        self.run_on_file(span, fh, reply, |c, f| async move {
+            c.flush(f.ino, &f.writer, false).await
+        });
     }
 
     fn release(
@@ -691,16 +697,9 @@ impl Filesystem for ElkFs {
         reply: ReplyEmpty,
     ) {
         let span = debug_span!("release", ino = ino.0, fh = fh.0);
-        let file = match self.file(fh) {
-            Ok(f) => f,
-            Err(e) => return fail(reply, e),
-        };
-        self.run(
-            span,
-            reply,
-            |c| async move { c.release(fh.0, &file).await },
-            |r, ()| r.ok(),
-        );
+        self.run_on_file(span, fh, reply, move |c, f| async move {
+            c.release(fh.0, &f).await
+        });
     }
 
     fn fsync(
@@ -712,16 +711,9 @@ impl Filesystem for ElkFs {
         reply: ReplyEmpty,
     ) {
         let span = debug_span!("fsync", ino = ino.0, fh = fh.0, datasync);
-        let file = match self.file(fh) {
-            Ok(f) => f,
-            Err(e) => return fail(reply, e),
-        };
-        self.run(
-            span,
-            reply,
-            |c| async move { c.flush(file.ino, &file.writer, true).await },
-            |r, ()| r.ok(),
-        );
+        self.run_on_file(span, fh, reply, |c, f| async move {
+            c.flush(f.ino, &f.writer, true).await
+        });
     }
 
     fn readdir(
