@@ -5,7 +5,10 @@
 
 use crate::service::{blocking, hex};
 use crate::store::Store;
-use elkfs_proto::registry::{DamagedRequest, HeartbeatRequest, RegisterRequest};
+use elkfs_proto::buckets::{bucket_of, digests};
+use elkfs_proto::registry::{
+    BucketDigest, BucketReport, DamagedRequest, HeartbeatRequest, RegisterRequest,
+};
 use elkfs_proto::FsError;
 use std::path::Path;
 use std::sync::Arc;
@@ -165,15 +168,42 @@ impl MasterLink {
     async fn register(&self, client: &mut Client) -> Result<u64, FsError> {
         let store = self.store.clone();
         let (space, chunks) = blocking(move || Ok((store.space(), store.chunk_list()))).await?;
-        let n = chunks.len();
+        let buckets = digests(chunks.iter().map(|c| (c.chunk_id, c.version)))
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.chunks > 0)
+            .map(|(b, d)| BucketDigest {
+                bucket: b as u32,
+                chunks: d.chunks,
+                digest: d.sum,
+            })
+            .collect();
         let req = RegisterRequest {
             uuid: self.uuid.clone(),
             addr: self.addr.clone(),
             space: Some(space),
-            chunks,
+            buckets,
         };
         let reply = call(client.register(req)).await?;
-        tracing::info!(server_id = reply.server_id, chunks = n, master = %self.master, "registered with master");
+        let listed: Vec<_> = chunks
+            .into_iter()
+            .filter(|c| reply.list_buckets.contains(&u32::from(bucket_of(c.chunk_id))))
+            .collect();
+        let n = listed.len();
+        call(client.report_buckets(BucketReport {
+            server_id: reply.server_id,
+            buckets: reply.list_buckets.clone(),
+            chunks: listed,
+            done: true,
+        }))
+        .await?;
+        tracing::info!(
+            server_id = reply.server_id,
+            buckets = reply.list_buckets.len(),
+            chunks = n,
+            master = %self.master,
+            "registered with master"
+        );
         Ok(reply.server_id)
     }
 

@@ -6,8 +6,8 @@ use crate::store::Store;
 use crate::write_stream;
 use elkfs_proto::chunk::chunk_server::Chunk;
 use elkfs_proto::chunk::{
-    CreateRequest, DeleteRequest, Empty, ReadReply, ReadRequest, SetVersionRequest,
-    TruncateRequest, WriteAck, WriteMessage,
+    CreateRequest, DeleteRequest, Empty, FetchPiece, FetchRequest, ReadReply, ReadRequest,
+    ReplicateRequest, SetVersionRequest, TruncateRequest, WriteAck, WriteMessage,
 };
 use elkfs_proto::FsError;
 use std::future::Future;
@@ -178,6 +178,22 @@ impl Chunk for ChunkService {
             s.delete(r.chunk_id, r.version)
         })
         .await
+    }
+
+    async fn replicate(
+        &self,
+        _request: Request<ReplicateRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("replicate"))
+    }
+
+    type FetchStream = ReceiverStream<Result<FetchPiece, Status>>;
+
+    async fn fetch(
+        &self,
+        _request: Request<FetchRequest>,
+    ) -> Result<Response<Self::FetchStream>, Status> {
+        Err(Status::unimplemented("fetch"))
     }
 }
 

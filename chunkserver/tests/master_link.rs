@@ -5,7 +5,8 @@ use elkfs_chunkserver::master_link::{load_or_create_uuid, DamageReport, MasterLi
 use elkfs_chunkserver::store::Store;
 use elkfs_proto::registry::registry_server::Registry;
 use elkfs_proto::registry::{
-    DamagedRequest, Empty, HeartbeatReply, HeartbeatRequest, RegisterReply, RegisterRequest,
+    BucketReport, DamagedRequest, Empty, HeartbeatReply, HeartbeatRequest, RegisterReply,
+    RegisterRequest,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use tonic::{Request, Response, Status};
 #[derive(Default, Clone)]
 struct FakeMaster {
     registers: Arc<Mutex<Vec<RegisterRequest>>>,
+    reports: Arc<Mutex<Vec<BucketReport>>>,
     heartbeats: Arc<Mutex<Vec<HeartbeatRequest>>>,
     damaged: Arc<Mutex<Vec<DamagedRequest>>>,
 }
@@ -26,10 +28,19 @@ impl Registry for FakeMaster {
         r: Request<RegisterRequest>,
     ) -> Result<Response<RegisterReply>, Status> {
         let mut regs = self.registers.lock().unwrap();
-        regs.push(r.into_inner());
+        let r = r.into_inner();
+        // Like a master that knows nothing of the server: every bucket is listed.
+        let list_buckets = r.buckets.iter().map(|b| b.bucket).collect();
+        regs.push(r);
         Ok(Response::new(RegisterReply {
             server_id: 40 + regs.len() as u64,
+            list_buckets,
         }))
+    }
+
+    async fn report_buckets(&self, r: Request<BucketReport>) -> Result<Response<Empty>, Status> {
+        self.reports.lock().unwrap().push(r.into_inner());
+        Ok(Response::new(Empty {}))
     }
 
     async fn heartbeat(
@@ -111,9 +122,13 @@ async fn registers_when_master_appears_and_reregisters_on_request() {
     let regs = fake.registers.lock().unwrap();
     assert_eq!(regs[0].uuid, "test-uuid");
     assert_eq!(regs[0].addr, "127.0.0.1:9999");
-    assert_eq!(regs[0].chunks.len(), 1);
+    assert_eq!(regs[0].buckets.len(), 1);
+    assert_eq!((regs[0].buckets[0].bucket, regs[0].buckets[0].chunks), (77, 1));
+    let reports = fake.reports.lock().unwrap();
+    assert_eq!(reports[0].buckets, vec![77]);
+    assert_eq!(reports[0].chunks.len(), 1);
     assert_eq!(
-        (regs[0].chunks[0].chunk_id, regs[0].chunks[0].version),
+        (reports[0].chunks[0].chunk_id, reports[0].chunks[0].version),
         (77, 4)
     );
     let space = regs[0].space.unwrap();

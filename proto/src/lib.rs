@@ -7,6 +7,7 @@
 //! * [`FsError`]: the one error type that crosses the wire, and its single mapping to errno.
 //! * [`limits`], [`transport`]: sizes and gRPC settings both ends must agree on.
 
+pub mod buckets;
 pub mod daemon;
 pub mod error;
 pub mod limits;

@@ -24,6 +24,7 @@ impl Admin for AdminService {
                 used_bytes: s.space.used_bytes,
                 avail_bytes: s.space.avail_bytes,
                 chunks: s.space.chunks,
+                ..Default::default()
             })
             .collect();
         servers.sort_by_key(|s| s.server_id);
@@ -33,6 +34,32 @@ impl Admin for AdminService {
             chunks: inner.state.chunks.len() as u64,
             sessions: inner.sessions.count() as u64,
             servers,
+            ..Default::default()
         }))
+    }
+
+    async fn get_goal(&self, _r: Request<InodeRequest>) -> Result<Response<GoalReply>, Status> {
+        Err(Status::unimplemented("getgoal"))
+    }
+
+    async fn set_goal(
+        &self,
+        _r: Request<SetGoalRequest>,
+    ) -> Result<Response<SetGoalReply>, Status> {
+        Err(Status::unimplemented("setgoal"))
+    }
+
+    async fn file_info(
+        &self,
+        _r: Request<InodeRequest>,
+    ) -> Result<Response<FileInfoReply>, Status> {
+        Err(Status::unimplemented("fileinfo"))
+    }
+
+    async fn maintenance(
+        &self,
+        _r: Request<MaintenanceRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("maintenance"))
     }
 }

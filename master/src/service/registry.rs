@@ -14,7 +14,7 @@ pub struct RegistryService(pub Arc<Master>);
 
 #[tonic::async_trait]
 impl Registry for RegistryService {
-    #[instrument(level = "debug", skip_all, fields(addr = %r.get_ref().addr, chunks = r.get_ref().chunks.len()))]
+    #[instrument(level = "debug", skip_all, fields(addr = %r.get_ref().addr, buckets = r.get_ref().buckets.len()))]
     async fn register(
         &self,
         r: Request<RegisterRequest>,
@@ -26,14 +26,32 @@ impl Registry for RegistryService {
         let channel = transport::channel(&r.addr).map_err(FsError::from)?;
         let client = transport::chunk_client(channel);
         let space = r.space.unwrap_or_default();
+        let id = self
+            .0
+            .lock()
+            .cluster
+            .register(&r.uuid, &r.addr, space, client);
+        let list_buckets = r.buckets.iter().map(|b| b.bucket).collect();
+        Ok(Response::new(RegisterReply {
+            server_id: id,
+            list_buckets,
+        }))
+    }
+
+    #[instrument(level = "debug", skip_all, fields(server = r.get_ref().server_id, chunks = r.get_ref().chunks.len()))]
+    async fn report_buckets(&self, r: Request<BucketReport>) -> Result<Response<Empty>, Status> {
+        let r = r.into_inner();
         let m = &self.0;
+        let id = r.server_id;
         // No chunk is created or moved to a new version while a report is reconciled: the
         // report must not race with orders in flight.
         let _serial = m.chunk_ops.lock().await;
-        let (id, version) = {
+        let version = {
             let mut guard = m.lock();
             let inner = &mut *guard;
-            let id = inner.cluster.register(&r.uuid, &r.addr, space, client);
+            if !inner.cluster.servers.contains_key(&id) {
+                return Err(FsError::NotFound.into());
+            }
             let found = inner.cluster.reconcile(id, &r.chunks, |c| {
                 inner.state.chunks.get(&c).map(|m| m.version)
             });
@@ -76,10 +94,10 @@ impl Registry for RegistryService {
                 adopted = found.adopt.len(),
                 "chunkserver registered"
             );
-            (id, version)
+            version
         };
         m.durable(version).await.map_err(Status::from)?;
-        Ok(Response::new(RegisterReply { server_id: id }))
+        Ok(Response::new(Empty {}))
     }
 
     async fn heartbeat(

@@ -112,7 +112,9 @@ mod tests {
                 used_bytes: 1536,
                 avail_bytes: 0,
                 chunks: 2,
+                ..Default::default()
             }],
+            ..Default::default()
         };
         let text = render(&reply);
         assert!(text.contains("metadata version  7"));
