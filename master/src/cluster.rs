@@ -3,6 +3,7 @@
 //! in the changelog; after a master restart the servers simply register again.
 
 use crate::placement::Candidate;
+use elkfs_proto::admin::{CopyInfo, CopyState};
 use elkfs_proto::chunk::chunk_client::ChunkClient;
 use elkfs_proto::registry::{ChunkInfo, Space};
 use std::collections::{HashMap, HashSet};
@@ -196,6 +197,32 @@ impl Cluster {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Every copy of `chunk` the master knows of and what it is worth, for `elkfs fileinfo`.
+    /// `version` is the chunk's version in the metadata.
+    pub fn copy_info(&self, chunk: u64, version: u32) -> Vec<CopyInfo> {
+        let Some(copies) = self.locations.get(&chunk) else {
+            return Vec::new();
+        };
+        copies
+            .iter()
+            .map(|c| {
+                let state = if !self.is_up(c.server) {
+                    CopyState::Offline
+                } else if c.version != version {
+                    CopyState::Stale
+                } else {
+                    CopyState::Valid
+                };
+                CopyInfo {
+                    server_id: c.server,
+                    addr: self.addr(c.server).unwrap_or_default().to_owned(),
+                    version: c.version,
+                    state: state.into(),
+                }
+            })
+            .collect()
     }
 
     pub fn is_up(&self, server: u64) -> bool {

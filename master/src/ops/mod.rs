@@ -2,6 +2,7 @@
 //! attributes, sessions) and `chunks` (where data lives, writes, truncation).
 
 mod chunks;
+mod health;
 mod namespace;
 
 use crate::core::{Inner, Master};

@@ -11,31 +11,7 @@ pub struct AdminService(pub Arc<Master>);
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, _r: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
-        let inner = self.0.lock();
-        let mut servers: Vec<ServerStatus> = inner
-            .cluster
-            .servers
-            .values()
-            .map(|s| ServerStatus {
-                server_id: s.id,
-                addr: s.addr.clone(),
-                connected: s.connected,
-                total_bytes: s.space.total_bytes,
-                used_bytes: s.space.used_bytes,
-                avail_bytes: s.space.avail_bytes,
-                chunks: s.space.chunks,
-                ..Default::default()
-            })
-            .collect();
-        servers.sort_by_key(|s| s.server_id);
-        Ok(Response::new(StatusReply {
-            metadata_version: inner.state.version,
-            inodes: inner.state.inodes.len() as u64,
-            chunks: inner.state.chunks.len() as u64,
-            sessions: inner.sessions.count() as u64,
-            servers,
-            ..Default::default()
-        }))
+        Ok(Response::new(self.0.cluster_status()))
     }
 
     async fn get_goal(&self, _r: Request<InodeRequest>) -> Result<Response<GoalReply>, Status> {
@@ -58,8 +34,10 @@ impl Admin for AdminService {
 
     async fn maintenance(
         &self,
-        _r: Request<MaintenanceRequest>,
+        r: Request<MaintenanceRequest>,
     ) -> Result<Response<Empty>, Status> {
-        Err(Status::unimplemented("maintenance"))
+        let r = r.into_inner();
+        self.0.maintenance(&r.server, r.on)?;
+        Ok(Response::new(Empty {}))
     }
 }
