@@ -59,7 +59,7 @@ fn up_down_up_keeps_the_filesystem() {
 
     let out = elkfs(&up);
     let text = String::from_utf8_lossy(&out.stdout);
-    for name in ["master", "cs1", "cs2", "mount"] {
+    for name in ["master", "metalogger", "cs1", "cs2", "mount"] {
         assert!(
             text.lines().any(|l| l.starts_with(name)),
             "no line for {name}:\n{text}"
@@ -81,7 +81,7 @@ fn up_down_up_keeps_the_filesystem() {
         String::from_utf8_lossy(&again.stdout)
             .matches("already running")
             .count(),
-        4,
+        5,
         "second up starts nothing new"
     );
     let status = elkfs(&["status", "--master", &format!("{host}:9520")]);
@@ -104,6 +104,13 @@ fn up_down_up_keeps_the_filesystem() {
     assert!(
         fs::read_dir(&mnt).expect("readdir").next().is_none(),
         "mountpoint empty after down"
+    );
+    assert!(
+        fs::read_dir(data.join("metalogger"))
+            .expect("metalogger directory")
+            .next()
+            .is_some(),
+        "the metalogger kept copies of the metadata"
     );
 
     elkfs(&up);

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub const MASTER_BIN: &str = "elkfs-master";
 pub const CHUNKSERVER_BIN: &str = "elkfs-chunkserver";
+pub const METALOGGER_BIN: &str = "elkfs-metalogger";
 pub const MOUNT_BIN: &str = "elkfs-mount";
 
 /// The files of one local cluster under its DATA_DIR.
@@ -48,10 +49,11 @@ impl Layout {
     }
 }
 
-/// The binary a daemon named `name` (master, cs<i>, mount) runs.
+/// The binary a daemon named `name` (master, metalogger, cs<i>, mount) runs.
 pub fn binary_of(name: &str) -> &'static str {
     match name {
         "master" => MASTER_BIN,
+        "metalogger" => METALOGGER_BIN,
         "mount" => MOUNT_BIN,
         _ => CHUNKSERVER_BIN,
     }

@@ -32,9 +32,11 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     // The mount first so no client writes into chunkservers that are going away; the
-    // master last so chunkservers can still report to it while they shut down.
+    // master last so chunkservers can still report to it while they shut down and the
+    // metalogger has every record.
     let mut names = vec!["mount".to_owned()];
     names.extend(chunkserver_names(&layout)?);
+    names.push("metalogger".to_owned());
     names.push("master".to_owned());
     for name in &names {
         match daemon::stop(&layout, name, GRACE)? {

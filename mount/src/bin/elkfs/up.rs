@@ -1,4 +1,5 @@
-//! `elkfs up`: a whole local cluster as detached background processes.
+//! `elkfs up`: a whole local cluster (master, metalogger, chunkservers, mount) as detached
+//! background processes.
 
 use crate::daemon::{self, Layout, MOUNT_BIN};
 use crate::{mounts, status};
@@ -93,6 +94,20 @@ pub fn run(args: Args) -> Result<()> {
         || Ok(TcpStream::connect_timeout(&master_addr, Duration::from_millis(500)).is_ok()),
     )?;
 
+    let master = master_addr.to_string();
+    let metalogger_dir = layout.root().join("metalogger");
+    started.push(ensure(
+        &layout,
+        "metalogger",
+        format!("follows {master}"),
+        &[
+            OsStr::new("--master"),
+            OsStr::new(&master),
+            OsStr::new("--data"),
+            metalogger_dir.as_os_str(),
+        ],
+    )?);
+
     for (i, name) in cs_names.iter().enumerate() {
         let conf = etc.join(format!("{name}.toml"));
         let addr = chunkserver_addr(args.host, i)?;
@@ -104,7 +119,6 @@ pub fn run(args: Args) -> Result<()> {
         )?);
     }
     let wanted = usize::from(args.chunkservers);
-    let master = master_addr.to_string();
     wait_for(
         &layout,
         "master",
@@ -128,6 +142,7 @@ fn create_dirs(layout: &Layout, cs_names: &[String]) -> Result<()> {
         layout.log_dir(),
         layout.run_dir(),
         layout.root().join("master"),
+        layout.root().join("metalogger"),
     ];
     dirs.extend(cs_names.iter().map(|n| layout.root().join(n)));
     for dir in dirs {
