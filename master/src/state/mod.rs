@@ -6,9 +6,11 @@
 //! `apply` validates everything before it changes anything: a failed apply leaves the
 //! state untouched.
 
+mod goal;
 mod image;
 mod node;
 
+pub use goal::{GoalSummary, MAX_GOAL};
 pub use image::{from_image, to_image};
 pub use node::{Body, ChunkMeta, Dir, Entry, Inode, Ts, FIRST_COOKIE};
 
@@ -40,6 +42,8 @@ pub struct State {
 pub struct Effects {
     /// Chunks no file refers to any more: delete them on the chunkservers.
     pub freed_chunks: Vec<u64>,
+    /// What a SetGoal record changed.
+    pub goal: GoalSummary,
 }
 
 fn ts(t: &Option<Timespec>) -> Ts {
@@ -166,6 +170,10 @@ impl State {
                 self.next_chunk_id = self.next_chunk_id.max(r.next_chunk_id);
                 Ok(Effects::default())
             }
+            Op::SetGoal(r) => self.set_goal(r).map(|goal| Effects {
+                goal,
+                ..Effects::default()
+            }),
         }?;
         self.version = version;
         Ok(effects)

@@ -1,7 +1,7 @@
 use super::*;
 use elkfs_proto::changelog::{
-    record, Link, Mknod, Purge, Rename, ReserveChunkIds, SetAttr, Truncate, Unlink, WriteChunk,
-    WriteEnd,
+    record, Link, Mknod, Purge, Rename, ReserveChunkIds, SetAttr, SetGoal, Truncate, Unlink,
+    WriteChunk, WriteEnd,
 };
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -60,6 +60,12 @@ enum Gen {
     Reserve {
         ahead: u64,
     },
+    SetGoal {
+        node: usize,
+        dir: bool,
+        goal: u32,
+        recursive: bool,
+    },
 }
 
 fn gen() -> impl Strategy<Value = Gen> {
@@ -76,6 +82,9 @@ fn gen() -> impl Strategy<Value = Gen> {
         1 => (0usize..50, 0u64..(4 * CHUNK_SIZE)).prop_map(|(node, size)| Gen::WriteEnd { node, size }),
         1 => (0usize..50).prop_map(|node| Gen::Purge { node }),
         1 => (0u64..3000).prop_map(|ahead| Gen::Reserve { ahead }),
+        // Goals up to MAX_GOAL + 1 so some records are invalid.
+        2 => (0usize..50, any::<bool>(), 0u32..=MAX_GOAL + 1, any::<bool>())
+            .prop_map(|(node, dir, goal, recursive)| Gen::SetGoal { node, dir, goal, recursive }),
     ]
 }
 
@@ -210,6 +219,16 @@ fn record(s: &State, g: &Gen, clock: i64) -> Record {
         Gen::Reserve { ahead } => record::Op::ReserveChunkIds(ReserveChunkIds {
             next_chunk_id: s.next_chunk_id + ahead,
         }),
+        Gen::SetGoal {
+            node,
+            dir,
+            goal,
+            recursive,
+        } => record::Op::SetGoal(SetGoal {
+            ino: pick(s, node, dir),
+            goal,
+            recursive,
+        }),
     };
     Record { op: Some(op) }
 }
@@ -219,6 +238,7 @@ fn check_invariants(s: &State) {
     let mut names: HashMap<u64, u32> = HashMap::new();
     let mut chunk_refs: HashMap<u64, u32> = HashMap::new();
     for n in s.inodes.values() {
+        assert!((1..=MAX_GOAL).contains(&n.goal), "goal of {}", n.ino);
         match &n.body {
             Body::Dir(d) => {
                 let subdirs = d
@@ -411,4 +431,114 @@ fn names_are_checked() {
         Err(FsError::NotFound)
     );
     assert_eq!(s.version, 1, "only the valid mknod advanced the version");
+}
+
+fn set_goal(s: &mut State, ino: u64, goal: u32, recursive: bool) -> Result<GoalSummary, FsError> {
+    let v = s.version + 1;
+    let effects = s.apply(
+        v,
+        &Record {
+            op: Some(record::Op::SetGoal(SetGoal {
+                ino,
+                goal,
+                recursive,
+            })),
+        },
+    )?;
+    Ok(effects.goal)
+}
+
+fn add_chunk(s: &mut State, ino: u64, index: u64) {
+    let v = s.version + 1;
+    let chunk_id = s.next_chunk_id;
+    s.apply(
+        v,
+        &Record {
+            op: Some(record::Op::WriteChunk(WriteChunk {
+                ino,
+                index,
+                chunk_id,
+                version: 1,
+                created: true,
+            })),
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn set_goal_counts_a_tree_once_per_inode() {
+    let mut s = State::new(2, Ts::default());
+    // mk() creates everything with goal 1.
+    let a = mk(&mut s, ROOT_INO, "a", NodeKind::Dir).unwrap();
+    let b = mk(&mut s, a, "b", NodeKind::Dir).unwrap();
+    let f = mk(&mut s, b, "f", NodeKind::File).unwrap();
+    let g = mk(&mut s, a, "g", NodeKind::File).unwrap();
+    add_chunk(&mut s, f, 0);
+    add_chunk(&mut s, f, 2);
+    add_chunk(&mut s, g, 0);
+    // A second name for f inside the same tree must not count it twice.
+    let v = s.version + 1;
+    s.apply(
+        v,
+        &Record {
+            op: Some(record::Op::Link(Link {
+                ino: f,
+                parent: a,
+                name: b"f2".to_vec(),
+                time: t(7),
+            })),
+        },
+    )
+    .unwrap();
+    set_goal(&mut s, g, 3, false).unwrap();
+
+    let summary = set_goal(&mut s, a, 3, true).unwrap();
+    assert_eq!(
+        summary,
+        GoalSummary {
+            changed: 3,   // a, b, f
+            unchanged: 1, // g
+            chunks: 2,    // f's two chunks
+        }
+    );
+    for ino in [a, b, f, g] {
+        assert_eq!(s.inode(ino).unwrap().goal, 3);
+    }
+    assert_eq!(s.inode(ROOT_INO).unwrap().goal, 2, "outside the tree");
+
+    let only_dir = set_goal(&mut s, a, 1, false).unwrap();
+    assert_eq!(only_dir.changed, 1);
+    assert_eq!(s.inode(b).unwrap().goal, 3, "not recursive");
+    assert_eq!(
+        s.plan_goal(&SetGoal {
+            ino: a,
+            goal: 1,
+            recursive: true
+        }),
+        Ok(GoalSummary {
+            changed: 3,
+            unchanged: 1,
+            chunks: 3
+        })
+    );
+}
+
+#[test]
+fn set_goal_rejects_bad_goals_and_unknown_inodes() {
+    let mut s = State::new(2, Ts::default());
+    assert!(matches!(
+        set_goal(&mut s, ROOT_INO, 0, false),
+        Err(FsError::Invalid(_))
+    ));
+    assert!(matches!(
+        set_goal(&mut s, ROOT_INO, MAX_GOAL + 1, true),
+        Err(FsError::Invalid(_))
+    ));
+    assert_eq!(set_goal(&mut s, 4242, 3, false), Err(FsError::NotFound));
+    assert_eq!(s.version, 0, "failed records change nothing");
+    assert_eq!(
+        set_goal(&mut s, ROOT_INO, MAX_GOAL, false).map(|g| g.changed),
+        Ok(1)
+    );
 }

@@ -143,6 +143,10 @@ fn record_line(f: &Frame) -> String {
         Op::Purge(r) => format!("purge ino={}", r.ino),
         Op::ChunkVersion(r) => format!("chunk_version chunk={} version={}", r.chunk_id, r.version),
         Op::ReserveChunkIds(r) => format!("reserve_chunk_ids next={}", r.next_chunk_id),
+        Op::SetGoal(r) => format!(
+            "set_goal ino={} goal={} recursive={}",
+            r.ino, r.goal, r.recursive
+        ),
     };
     format!("{}\t{text}", f.version)
 }
