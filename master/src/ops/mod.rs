@@ -1,7 +1,9 @@
 //! What each client request does, as plain methods on [`Master`]: `namespace` (names,
-//! attributes, sessions) and `chunks` (where data lives, writes, truncation).
+//! attributes, sessions), `chunks` (where data lives, writes, truncation), `goal` (goals
+//! and file info for the admin tool) and `health` (cluster status, maintenance).
 
 mod chunks;
+mod goal;
 mod health;
 mod namespace;
 
