@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/admin.proto",
         "proto/changelog.proto",
         "proto/feed.proto",
+        "proto/standby.proto",
     ];
     tonic_prost_build::configure()
         // Payloads are passed along without copying (chain forwarding, read replies).

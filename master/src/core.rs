@@ -65,6 +65,21 @@ impl Master {
             let path = snapshot::write(&config.data_dir, &state)?;
             info!(path = %path.display(), version = state.version, "metadata image written");
         }
+        Master::launch(config, state, data_lock)
+    }
+
+    /// Become the master from `state`, already in memory and durable in the data
+    /// directory (a promoted standby's): no replay, no image written.
+    pub fn from_state(config: Config, state: State) -> anyhow::Result<Arc<Master>> {
+        let data_lock = files::lock_dir(&config.data_dir)?;
+        Master::launch(config, state, data_lock)
+    }
+
+    fn launch(
+        config: Config,
+        state: State,
+        data_lock: std::fs::File,
+    ) -> anyhow::Result<Arc<Master>> {
         let log = Changelog::start(&config.data_dir, state.version + 1)?;
         snapshot::prune(&config.data_dir, config.snapshots_keep)?;
         let (tx, rx) = mpsc::unbounded_channel();

@@ -6,7 +6,7 @@
 //! * [`cluster`], [`placement`], [`sessions`]: soft state rebuilt after a restart.
 //! * [`feed`]: what metaloggers follow (image, records, acks).
 //! * [`core`]: the running master; [`ops`]: what each request does;
-//!   [`service`]: gRPC adapters; [`config`]: settings.
+//!   [`service`]: gRPC adapters; [`server`]: serving them; [`config`]: settings.
 
 pub mod changelog;
 pub mod cluster;
@@ -18,6 +18,7 @@ pub mod frame;
 pub mod ops;
 pub mod placement;
 pub mod recovery;
+pub mod server;
 pub mod service;
 pub mod sessions;
 pub mod snapshot;

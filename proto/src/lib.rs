@@ -34,3 +34,6 @@ pub mod changelog {
 pub mod feed {
     tonic::include_proto!("elkfs.feed");
 }
+pub mod standby {
+    tonic::include_proto!("elkfs.standby");
+}
