@@ -4,11 +4,19 @@
 //!   detached background processes, for trying elkfs out.
 //! * `elkfs down DATA_DIR`: unmount and stop what `up` started.
 //! * `elkfs status`: the master's view of the cluster.
+//! * `elkfs getgoal|setgoal|fileinfo|checkfile PATH...`: goals and chunk copies of files,
+//!   asked of the master serving the mount PATH is on.
+//! * `elkfs maintenance on|off SERVER`: planned chunkserver restarts.
 
+mod admin;
 mod daemon;
 mod down;
+mod fileinfo;
+mod goal;
+mod maintenance;
 mod mounts;
 mod status;
+mod target;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +36,16 @@ enum Cmd {
     Down(down::Args),
     /// Print the cluster state as the master sees it.
     Status(status::Args),
+    /// Print the goal (number of copies) of files and directories.
+    Getgoal(goal::GetArgs),
+    /// Set the goal of files and directories (with -r, of whole trees).
+    Setgoal(goal::SetArgs),
+    /// Print each chunk of files and where its copies are.
+    Fileinfo(fileinfo::InfoArgs),
+    /// Count the chunks of files by number of valid copies.
+    Checkfile(fileinfo::CheckArgs),
+    /// Suspend (on) or resume (off) re-replication for a chunkserver's planned restart.
+    Maintenance(maintenance::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +53,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Up(args) => up::run(args),
         Cmd::Down(args) => down::run(args),
         Cmd::Status(args) => status::run(args),
+        Cmd::Getgoal(args) => goal::get(args),
+        Cmd::Setgoal(args) => goal::set(args),
+        Cmd::Fileinfo(args) => fileinfo::info(args),
+        Cmd::Checkfile(args) => fileinfo::check(args),
+        Cmd::Maintenance(args) => maintenance::run(args),
     }
 }

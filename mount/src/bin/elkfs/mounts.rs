@@ -14,6 +14,23 @@ pub fn is_fuse_mounted(mountpoint: &Path) -> Result<bool> {
     }))
 }
 
+/// True when device `dev` (a `stat` st_dev) is an elkfs FUSE mount.
+pub fn is_elkfs_device(dev: u64) -> Result<bool> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
+    Ok(info.lines().any(|line| elkfs_device(line) == Some(dev)))
+}
+
+/// The device number of a mountinfo line whose filesystem type is `fuse.elkfs` (the
+/// subtype the mount sets). The third field is `major:minor`.
+fn elkfs_device(line: &str) -> Option<u64> {
+    let (left, right) = line.split_once(" - ")?;
+    if right.split(' ').next()? != "fuse.elkfs" {
+        return None;
+    }
+    let (major, minor) = left.split(' ').nth(2)?.split_once(':')?;
+    Some(libc::makedev(major.parse().ok()?, minor.parse().ok()?))
+}
+
 /// The mount point of a mountinfo line whose filesystem type is fuse or fuse.<subtype>.
 /// Format: `id parent maj:min root MOUNTPOINT opts [optional…] - FSTYPE source superopts`.
 fn fuse_mount_point(line: &str) -> Option<String> {
@@ -97,5 +114,8 @@ mod tests {
         assert_eq!(fuse_mount_point(plain).as_deref(), Some("/mnt/x"));
         let other = "22 27 0:21 / /proc rw,relatime - proc proc rw";
         assert_eq!(fuse_mount_point(other), None);
+        assert_eq!(elkfs_device(line), Some(libc::makedev(0, 50)));
+        assert_eq!(elkfs_device(plain), None, "a FUSE mount of another kind");
+        assert_eq!(elkfs_device(other), None);
     }
 }
