@@ -8,7 +8,8 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// The master's gRPC address.
+    /// The master's gRPC address, or several separated by commas: the one that accepts
+    /// the feed is followed, and after a failure whichever answers next.
     pub master: String,
     /// Where the image and changelog copies are kept.
     pub data_dir: PathBuf,
@@ -18,6 +19,15 @@ pub struct Config {
     pub image_interval_secs: u64,
     /// Images kept (older ones and the changelogs only they need are removed).
     pub images_keep: usize,
+    /// Also keep the metadata in memory and accept promotion to master.
+    pub standby: bool,
+    /// A standby's address as master, once promoted.
+    pub master_listen: String,
+    /// A standby's control service (`elkfs promote`, status).
+    pub control: String,
+    /// A standby's master settings once promoted (`listen` and `data_dir` are replaced by
+    /// `master_listen` and this metalogger's data directory); none: the defaults.
+    pub master_config: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -28,6 +38,10 @@ impl Default for Config {
             name: String::new(),
             image_interval_secs: 3600,
             images_keep: 3,
+            standby: false,
+            master_listen: format!("127.0.0.1:{DEFAULT_MASTER_PORT}"),
+            control: format!("127.0.0.1:{DEFAULT_CONTROL_PORT}"),
+            master_config: None,
         }
     }
 }
@@ -52,9 +66,26 @@ pub struct Args {
     pub image_interval_secs: Option<u64>,
     #[arg(long)]
     pub images_keep: Option<usize>,
+    /// Keep the metadata in memory too, ready for `elkfs promote`.
+    #[arg(long)]
+    pub standby: bool,
+    #[arg(long)]
+    pub master_listen: Option<String>,
+    #[arg(long)]
+    pub control: Option<String>,
+    #[arg(long)]
+    pub master_config: Option<PathBuf>,
 }
 
+/// Default port of a standby's control service.
+pub const DEFAULT_CONTROL_PORT: u16 = 9521;
+
 impl Config {
+    /// The master addresses to follow, in order of preference.
+    pub fn masters(&self) -> Vec<String> {
+        split_addresses(&self.master)
+    }
+
     pub fn load(args: Args) -> anyhow::Result<Config> {
         let mut c = match &args.config {
             Some(path) => {
@@ -79,6 +110,19 @@ impl Config {
         if let Some(v) = args.images_keep {
             c.images_keep = v;
         }
+        c.standby |= args.standby;
+        if let Some(v) = args.master_listen {
+            c.master_listen = v;
+        }
+        if let Some(v) = args.control {
+            c.control = v;
+        }
+        if let Some(v) = args.master_config {
+            c.master_config = Some(v);
+        }
+        if c.masters().is_empty() {
+            anyhow::bail!("no master address given");
+        }
         if c.name.is_empty() {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_owned())
@@ -86,5 +130,29 @@ impl Config {
             c.name = format!("{host}:{}", c.data_dir.display());
         }
         Ok(c)
+    }
+}
+
+/// `a,b , c` → `["a", "b", "c"]` (empty pieces dropped).
+pub fn split_addresses(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_lists() {
+        assert_eq!(split_addresses("a:1, b:2,,"), vec!["a:1", "b:2"]);
+        let args = Args::parse_from(["m", "--master", "x:1,y:2", "--standby"]);
+        let c = Config::load(args).expect("config");
+        assert_eq!(c.masters(), vec!["x:1", "y:2"]);
+        assert!(c.standby);
+        assert!(Config::load(Args::parse_from(["m", "--master", ","])).is_err());
     }
 }

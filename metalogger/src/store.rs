@@ -5,6 +5,7 @@
 use elkfs_master::changelog::Changelog;
 use elkfs_master::frame::FrameReader;
 use elkfs_master::recovery::{self, Mode, RecoveryError};
+use elkfs_master::state::State;
 use elkfs_master::{files, snapshot};
 use elkfs_proto::feed::{FeedRecord, ImagePiece};
 use std::fs::File;
@@ -56,33 +57,39 @@ struct ImageInProgress {
 
 impl Store {
     /// Open `dir`: load what it holds (cutting a torn or corrupt tail, as the master does)
-    /// and continue writing after the last good version.
-    pub fn open(dir: &Path, keep: usize) -> Result<Store, StoreError> {
+    /// and continue writing after the last good version. Also returns the metadata it
+    /// holds (none: wait for the master's image).
+    pub fn open(dir: &Path, keep: usize) -> Result<(Store, Option<State>), StoreError> {
         std::fs::create_dir_all(dir)?;
         let lock = files::lock_dir(dir)?;
-        let version = match recovery::recover(dir, elkfs_proto::limits::DEFAULT_GOAL, Mode::Repair)
-        {
-            Ok(r) if r.image.is_some() => r.state.version,
+        let state = match recovery::recover(dir, elkfs_proto::limits::DEFAULT_GOAL, Mode::Repair) {
+            Ok(r) if r.image.is_some() => Some(r.state),
             // Nothing usable (an empty directory, or changelogs whose image is gone):
             // start over from the master's image.
-            Ok(_) => 0,
+            Ok(_) => None,
             Err(RecoveryError::NoImage(_)) => {
                 warn!(dir = %dir.display(), "changelogs without a usable image: moving them aside, starting over");
                 set_aside_changelogs(dir)?;
-                0
+                None
             }
             Err(e) => return Err(e.into()),
         };
+        let version = state.as_ref().map_or(0, |s| s.version);
         let log = Arc::new(Changelog::start(dir, version + 1)?);
         info!(dir = %dir.display(), version, "metalogger data loaded");
-        Ok(Store {
+        let store = Store {
             dir: dir.to_path_buf(),
             keep,
             log,
             version,
             image: None,
             _lock: lock,
-        })
+        };
+        Ok((store, state))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The last version held (submitted; durable soon after).
@@ -222,7 +229,7 @@ mod tests {
     #[test]
     fn out_of_order_records_are_refused() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut store = Store::open(tmp.path(), 3).expect("open");
+        let (mut store, _) = Store::open(tmp.path(), 3).expect("open");
         let rec = |version| FeedRecord {
             version,
             payload: Vec::new(),
