@@ -29,6 +29,13 @@ pub struct Opts {
     pub reserve_bytes: u64,
     /// Goal of the root directory of the new filesystem (master config `root_goal`).
     pub root_goal: Option<u32>,
+    /// Extra `master.toml` lines (e.g. healing settings).
+    pub master_config: String,
+    /// Extra lines of every chunkserver's config file (e.g. its scrub rate).
+    pub chunkserver_config: String,
+    /// The address the master and chunkservers bind; default a loopback address of the
+    /// cluster's own ([`next_loopback_ip`]).
+    pub ip: Option<Ipv4Addr>,
 }
 
 impl Default for Opts {
@@ -38,6 +45,9 @@ impl Default for Opts {
             // Small, so a test machine with a few GiB free still takes data.
             reserve_bytes: 64 << 20,
             root_goal: None,
+            master_config: String::new(),
+            chunkserver_config: String::new(),
+            ip: None,
         }
     }
 }
@@ -54,6 +64,8 @@ struct State {
     master: Option<Daemon>,
     chunkservers: Vec<Option<Daemon>>,
     reserve_bytes: Vec<u64>,
+    /// Chunkservers that run inside a network namespace: its name and their address there.
+    netns: Vec<Option<(String, Ipv4Addr)>>,
     mounts: u32,
 }
 
@@ -75,6 +87,14 @@ impl Cluster {
     /// Starts a master and `opts.chunkservers` chunkservers and waits until every
     /// chunkserver is registered.
     pub fn start(opts: Opts) -> Cluster {
+        let cluster = Cluster::create(opts);
+        cluster.start_all();
+        cluster
+    }
+
+    /// Prepares directories and config files without starting anything, so a test can
+    /// place data first; [`Cluster::start_all`] starts the daemons.
+    pub fn create(opts: Opts) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("elkfs-test-")
             .tempdir()
@@ -88,7 +108,7 @@ impl Cluster {
         for i in 0..opts.chunkservers {
             std::fs::create_dir(dir.path().join(format!("cs{i}"))).expect("creating cs dir");
         }
-        let ip = next_loopback_ip();
+        let ip = opts.ip.unwrap_or_else(next_loopback_ip);
         let mut conf = format!(
             "listen = \"{ip}:{MASTER_PORT}\"\ndata_dir = \"{}\"\n",
             dir.path().join("master").display()
@@ -96,20 +116,25 @@ impl Cluster {
         if let Some(goal) = opts.root_goal {
             conf.push_str(&format!("root_goal = {goal}\n"));
         }
+        conf.push_str(&opts.master_config);
         std::fs::write(dir.path().join("master.toml"), conf).expect("writing master.toml");
-        let cluster = Cluster {
+        std::fs::write(
+            dir.path().join("chunkserver.toml"),
+            &opts.chunkserver_config,
+        )
+        .expect("writing chunkserver.toml");
+        Cluster {
             state: Mutex::new(State {
                 master: None,
                 chunkservers: (0..opts.chunkservers).map(|_| None).collect(),
                 reserve_bytes: vec![opts.reserve_bytes; opts.chunkservers],
+                netns: vec![None; opts.chunkservers],
                 mounts: 0,
             }),
             dir,
             ip,
             chunkservers: opts.chunkservers,
-        };
-        cluster.start_all();
-        cluster
+        }
     }
 
     pub fn ip(&self) -> Ipv4Addr {
@@ -121,7 +146,25 @@ impl Cluster {
     }
 
     pub fn chunkserver_addr(&self, i: usize) -> String {
-        format!("{}:{}", self.ip, FIRST_CHUNKSERVER_PORT + i as u16)
+        let ip = self.state().netns[i]
+            .as_ref()
+            .map_or(self.ip, |(_, ip)| *ip);
+        format!("{ip}:{}", FIRST_CHUNKSERVER_PORT + i as u16)
+    }
+
+    /// Chunkserver `i` runs (from its next start) inside network namespace `netns`, where
+    /// it binds `ip`; the namespace must reach the cluster's own address.
+    pub fn run_chunkserver_in(&self, i: usize, netns: &str, ip: Ipv4Addr) {
+        self.state().netns[i] = Some((netns.to_owned(), ip));
+    }
+
+    /// The index of the chunkserver registered as `addr`.
+    pub fn chunkserver_index(&self, addr: &str) -> Option<usize> {
+        (0..self.chunkservers).find(|&i| self.chunkserver_addr(i) == addr)
+    }
+
+    pub fn chunkserver_count(&self) -> usize {
+        self.chunkservers
     }
 
     pub fn dir(&self) -> &Path {
@@ -203,14 +246,17 @@ impl Cluster {
     }
 
     fn spawn_chunkserver(&self, i: usize) {
+        let addr = self.chunkserver_addr(i);
         let mut st = self.state();
         assert!(
             st.chunkservers[i].is_none(),
             "chunkserver {i} already running"
         );
-        let args: Vec<OsString> = vec![
+        let mut args: Vec<OsString> = vec![
+            "--config".into(),
+            self.dir.path().join("chunkserver.toml").into(),
             "--listen".into(),
-            self.chunkserver_addr(i).into(),
+            addr.into(),
             "--master".into(),
             self.master_addr().into(),
             "--data".into(),
@@ -218,9 +264,18 @@ impl Cluster {
             "--reserve-bytes".into(),
             st.reserve_bytes[i].to_string().into(),
         ];
+        let mut program = bin("elkfs-chunkserver");
+        if let Some((netns, _)) = &st.netns[i] {
+            // `ip netns exec` execs the daemon in place: same pid, so kill -9 hits it.
+            let mut wrapped: Vec<OsString> =
+                vec!["netns".into(), "exec".into(), netns.into(), program.into()];
+            wrapped.append(&mut args);
+            args = wrapped;
+            program = PathBuf::from("ip");
+        }
         st.chunkservers[i] = Some(Daemon::spawn(
             &format!("cs{i}"),
-            &bin("elkfs-chunkserver"),
+            &program,
             &args,
             &self.log_path(&format!("cs{i}")),
         ));
@@ -285,12 +340,18 @@ impl Cluster {
 
     /// Polls Admin.Status until `ready`; panics with the logs on timeout or a dead daemon.
     pub fn wait_until(&self, what: &str, ready: impl Fn(&StatusReply) -> bool) {
-        let deadline = Instant::now() + START_TIMEOUT;
+        self.wait_for(what, START_TIMEOUT, || {
+            self.status().is_ok_and(|st| ready(&st))
+        });
+    }
+
+    /// Polls `ready` until it holds; panics with the logs after `timeout` (a hang guard,
+    /// not a speed requirement) or when a daemon of the cluster dies.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(st) = self.status() {
-                if ready(&st) {
-                    return;
-                }
+            if ready() {
+                return;
             }
             self.assert_daemons_alive(what);
             assert!(

@@ -5,15 +5,19 @@
 //!   temporary directory for data and logs; kill/restart helpers; cleans up on drop, even
 //!   when the test panics, and prints the daemons' log tails when it does.
 //! * [`Mount`]: a FUSE mount of a cluster.
+//! * [`copies`]: chunk copies as the master lists them and as they lie on disk; waiting
+//!   for healing. [`netns`]: a network namespace to partition a daemon off.
 //! * [`fsutil`]: errno assertions, running a syscall as another user, deterministic
 //!   random data.
 
 mod admin;
 mod bins;
 mod cluster;
+pub mod copies;
 pub mod fsutil;
 pub mod metalogger;
 mod mount;
+pub mod netns;
 mod process;
 
 pub use admin::admin_status;
