@@ -39,18 +39,23 @@ pub fn ino(path: &Path) -> u64 {
         .ino()
 }
 
-/// True when every chunk of the file lists exactly `goal` copies, all valid, on distinct
-/// servers, all of them among `servers` (addresses): no stale, damaged or extra copy left.
+/// True when every chunk of the file has exactly `goal` copies on the servers `servers`
+/// (addresses), all valid, on distinct servers: no stale, damaged or extra copy among them.
+/// Copies on other servers (e.g. a dead one the master may still list) are not looked at;
+/// pass every server for the strict check.
 pub fn at_goal(info: &FileInfoReply, goal: usize, servers: &[String]) -> bool {
     info.chunks.iter().all(|chunk| {
-        let on: BTreeSet<&str> = chunk.copies.iter().map(|c| c.addr.as_str()).collect();
-        chunk.copies.len() == goal
-            && on.len() == goal
-            && chunk.copies.iter().all(|c| {
-                c.state == CopyState::Valid as i32
-                    && c.version == chunk.version
-                    && servers.contains(&c.addr)
-            })
+        let mine: Vec<_> = chunk
+            .copies
+            .iter()
+            .filter(|c| servers.contains(&c.addr))
+            .collect();
+        let distinct: BTreeSet<&str> = mine.iter().map(|c| c.addr.as_str()).collect();
+        mine.len() == goal
+            && distinct.len() == goal
+            && mine
+                .iter()
+                .all(|c| c.state == CopyState::Valid as i32 && c.version == chunk.version)
     })
 }
 
