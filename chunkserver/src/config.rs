@@ -10,6 +10,9 @@ pub const DEFAULT_MASTER: &str = "127.0.0.1:9520";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/elkfs/chunks";
 pub const DEFAULT_RESERVE_BYTES: u64 = 256 << 20;
 pub const DEFAULT_HEARTBEAT_SECS: u64 = 1;
+pub const DEFAULT_MAX_REPLICATIONS: usize = 2;
+pub const DEFAULT_SCRUB_BYTES_PER_SEC: u64 = 16 << 20;
+pub const DEFAULT_SCRUB_PAUSE_SECS: u64 = 3600;
 
 #[derive(Debug, Parser)]
 #[command(name = "elkfs-chunkserver", version, about = "elkfs chunkserver")]
@@ -20,8 +23,9 @@ pub struct Args {
     /// Address to serve on; also the address registered with the master.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Master address (host:port).
-    #[arg(long, value_name = "ADDR")]
+    /// Master address (host:port), or several separated by commas (active master and
+    /// standbys: the one that answers is used).
+    #[arg(long, value_name = "ADDR[,ADDR...]")]
     pub master: Option<String>,
     /// A data directory (disk); repeat for several.
     #[arg(long = "data", value_name = "DIR")]
@@ -29,6 +33,20 @@ pub struct Args {
     /// Free space below which a disk takes no new data.
     #[arg(long, value_name = "N")]
     pub reserve_bytes: Option<u64>,
+    /// Bytes per second the background scrub reads (0: no scrub).
+    #[arg(long, value_name = "N")]
+    pub scrub_bytes_per_sec: Option<u64>,
+    /// Seconds between two scrub passes.
+    #[arg(long, value_name = "SECS")]
+    pub scrub_pause_secs: Option<u64>,
+}
+
+/// `master` in the file: "a:9520", "a:9520,b:9520" or ["a:9520", "b:9520"].
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Masters {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// The file's keys; all optional.
@@ -36,19 +54,38 @@ pub struct Args {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
-    master: Option<String>,
+    master: Option<Masters>,
     data_dirs: Option<Vec<PathBuf>>,
     reserve_bytes: Option<u64>,
     heartbeat_secs: Option<u64>,
+    max_replications: Option<usize>,
+    scrub_bytes_per_sec: Option<u64>,
+    scrub_pause_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub listen: String,
-    pub master: String,
+    /// Every master address, in the order they are tried.
+    pub masters: Vec<String>,
     pub data_dirs: Vec<PathBuf>,
     pub reserve_bytes: u64,
     pub heartbeat_secs: u64,
+    /// Replicate orders that may run at once; more fail with Unavailable.
+    pub max_replications: usize,
+    pub scrub_bytes_per_sec: u64,
+    pub scrub_pause_secs: u64,
+}
+
+/// Splits comma-separated addresses, dropping blanks.
+fn split_addrs<'a>(items: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    items
+        .into_iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,17 +125,35 @@ impl Config {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
-            master: args
-                .master
-                .or(file.master)
-                .unwrap_or_else(|| DEFAULT_MASTER.to_owned()),
+            masters: match (&args.master, &file.master) {
+                (Some(m), _) | (None, Some(Masters::One(m))) => split_addrs([m.as_str()]),
+                (None, Some(Masters::Many(v))) => split_addrs(v.iter().map(String::as_str)),
+                (None, None) => vec![DEFAULT_MASTER.to_owned()],
+            },
             data_dirs,
             reserve_bytes: args
                 .reserve_bytes
                 .or(file.reserve_bytes)
                 .unwrap_or(DEFAULT_RESERVE_BYTES),
             heartbeat_secs: file.heartbeat_secs.unwrap_or(DEFAULT_HEARTBEAT_SECS),
+            max_replications: file.max_replications.unwrap_or(DEFAULT_MAX_REPLICATIONS),
+            scrub_bytes_per_sec: args
+                .scrub_bytes_per_sec
+                .or(file.scrub_bytes_per_sec)
+                .unwrap_or(DEFAULT_SCRUB_BYTES_PER_SEC),
+            scrub_pause_secs: args
+                .scrub_pause_secs
+                .or(file.scrub_pause_secs)
+                .unwrap_or(DEFAULT_SCRUB_PAUSE_SECS),
         };
+        if cfg.masters.is_empty() {
+            return Err(ConfigError::Invalid("no master address".into()));
+        }
+        if cfg.max_replications == 0 {
+            return Err(ConfigError::Invalid(
+                "max_replications must be at least 1".into(),
+            ));
+        }
         if cfg.data_dirs.is_empty() {
             return Err(ConfigError::Invalid("data_dirs is empty".into()));
         }
@@ -146,7 +201,7 @@ mod tests {
         ]);
         let c = Config::load(args).unwrap();
         assert_eq!(c.listen, "127.0.0.1:9999");
-        assert_eq!(c.master, "10.0.0.1:9520");
+        assert_eq!(c.masters, vec!["10.0.0.1:9520"]);
         assert_eq!(c.data_dirs, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
         assert_eq!(c.reserve_bytes, 5);
         assert_eq!(c.heartbeat_secs, 3);
@@ -154,15 +209,48 @@ mod tests {
         let args = Args::parse_from(["elkfs-chunkserver", "--data", "/x", "--data", "/y"]);
         let c = Config::load(args).unwrap();
         assert_eq!(c.listen, DEFAULT_LISTEN);
-        assert_eq!(c.master, DEFAULT_MASTER);
+        assert_eq!(c.masters, vec![DEFAULT_MASTER]);
+        assert_eq!(c.max_replications, DEFAULT_MAX_REPLICATIONS);
+        assert_eq!(c.scrub_bytes_per_sec, DEFAULT_SCRUB_BYTES_PER_SEC);
+        assert_eq!(c.scrub_pause_secs, DEFAULT_SCRUB_PAUSE_SECS);
         assert_eq!(c.reserve_bytes, DEFAULT_RESERVE_BYTES);
         assert_eq!(c.heartbeat_secs, 1);
         assert_eq!(c.data_dirs, vec![PathBuf::from("/x"), PathBuf::from("/y")]);
 
-        for bad in ["bogus_key = 1", "heartbeat_secs = 0", "data_dirs = []"] {
+        for bad in [
+            "bogus_key = 1",
+            "heartbeat_secs = 0",
+            "data_dirs = []",
+            "master = []",
+            "master = \" , \"",
+            "max_replications = 0",
+        ] {
             std::fs::write(&f, bad).unwrap();
             let args = Args::parse_from(["elkfs-chunkserver", "--config", f.to_str().unwrap()]);
             assert!(Config::load(args).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn several_masters_and_scrub_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("cs.toml");
+        let load = |text: &str, flags: &[&str]| {
+            std::fs::write(&f, text).unwrap();
+            let mut argv = vec!["elkfs-chunkserver", "--config", f.to_str().unwrap()];
+            argv.extend_from_slice(flags);
+            Config::load(Args::parse_from(argv)).unwrap()
+        };
+        let both = vec!["a:9520".to_owned(), "b:9520".to_owned()];
+        assert_eq!(load("master = \"a:9520, b:9520\"", &[]).masters, both);
+        assert_eq!(load("master = [\"a:9520\", \"b:9520\"]", &[]).masters, both);
+        let c = load(
+            "master = \"x:1\"\nmax_replications = 5\nscrub_bytes_per_sec = 0\nscrub_pause_secs = 9",
+            &["--master", "a:9520,b:9520", "--scrub-pause-secs", "1"],
+        );
+        assert_eq!(c.masters, both);
+        assert_eq!(c.max_replications, 5);
+        assert_eq!(c.scrub_bytes_per_sec, 0);
+        assert_eq!(c.scrub_pause_secs, 1);
     }
 }

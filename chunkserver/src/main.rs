@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use elkfs_chunkserver::config::{Args, Config};
 use elkfs_chunkserver::master_link::{self, MasterLink, DAMAGE_QUEUE};
+use elkfs_chunkserver::scrub::Scrubber;
 use elkfs_chunkserver::service::{self, ChunkService};
 use elkfs_chunkserver::store::Store;
 use std::sync::Arc;
@@ -17,8 +18,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 async fn main() -> anyhow::Result<()> {
     elkfs_proto::daemon::init_logging();
     let cfg = Config::load(Args::parse())?;
-    elkfs_proto::transport::endpoint(&cfg.master)
-        .with_context(|| format!("master address {:?}", cfg.master))?;
+    for m in &cfg.masters {
+        elkfs_proto::transport::endpoint(m).with_context(|| format!("master address {m:?}"))?;
+    }
     tracing::info!(?cfg, "starting chunkserver");
 
     let (dirs, reserve) = (cfg.data_dirs.clone(), cfg.reserve_bytes);
@@ -38,14 +40,27 @@ async fn main() -> anyhow::Result<()> {
     let (damage_tx, damage_rx) = mpsc::channel(DAMAGE_QUEUE);
     let link = MasterLink {
         store: store.clone(),
-        master: cfg.master.clone(),
+        masters: cfg.masters.clone(),
         addr: cfg.listen.clone(),
         uuid,
         heartbeat: Duration::from_secs(cfg.heartbeat_secs),
     };
     let link = tokio::spawn(link.run(damage_rx, stop_rx.clone()));
 
-    let svc = ChunkService::new(store.clone(), cfg.listen.clone(), damage_tx);
+    let scrub = Scrubber {
+        store: store.clone(),
+        damage: damage_tx.clone(),
+        bytes_per_sec: cfg.scrub_bytes_per_sec,
+        pause: Duration::from_secs(cfg.scrub_pause_secs),
+    };
+    let scrub = tokio::spawn(scrub.run(stop_rx.clone()));
+
+    let svc = ChunkService::new(
+        store.clone(),
+        cfg.listen.clone(),
+        damage_tx,
+        cfg.max_replications,
+    );
     let mut server_stop = stop_rx.clone();
     let mut server = tokio::spawn(service::serve(listener, svc, async move {
         let _ = server_stop.changed().await;
@@ -66,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
             server.abort();
         }
     }
+    scrub.await?;
     if let Err(e) = link.await? {
         tracing::warn!(error = %e, "master link ended with an error");
     }

@@ -1,11 +1,18 @@
-//! The link to the master: register (with every chunk held), heartbeat with the space
-//! report, re-register when the master asks or comes back after being unreachable, and
-//! forward damage reports. The master may start after us or restart at any time, so every
-//! failure here is retried on the next tick rather than ending the link.
+//! The link to the master: register (bucket digests, then the chunk lists of the buckets
+//! the master asks for), heartbeat with the space report, re-register when the master asks
+//! or comes back after being unreachable, and forward damage reports. The master may start
+//! after us or restart at any time, so every failure here is retried on the next tick
+//! rather than ending the link.
+//!
+//! Several master addresses (an active master and standbys): the link stays with the one
+//! that answered; when it fails, the next tick tries each address in turn, starting with
+//! the one after it, and registers afresh with whichever answers. A standby does not
+//! listen until it is promoted, so it refuses at once and costs nothing.
+
+mod reports;
 
 use crate::service::{blocking, hex};
 use crate::store::Store;
-use elkfs_proto::buckets::{bucket_of, digests};
 use elkfs_proto::registry::{
     BucketDigest, BucketReport, DamagedRequest, HeartbeatRequest, RegisterRequest,
 };
@@ -23,6 +30,17 @@ pub struct DamageReport {
 }
 
 pub type DamageSender = mpsc::Sender<DamageReport>;
+
+/// Queues a report for a damaged copy of ours when `e` says the copy is damaged (reads,
+/// fetches and scrub all end up here).
+pub fn note_damage(tx: &DamageSender, e: &FsError, chunk_id: u64, version: u32) {
+    if let FsError::Damaged(why) = e {
+        tracing::warn!(chunk = %hex(chunk_id), version, %why, "damaged chunk copy");
+        if tx.try_send(DamageReport { chunk_id, version }).is_err() {
+            tracing::warn!(chunk = %hex(chunk_id), "damage report queue full, report dropped");
+        }
+    }
+}
 
 /// Queue for damage reports waiting for the link (reports beyond it are dropped and logged).
 pub const DAMAGE_QUEUE: usize = 1024;
@@ -76,7 +94,8 @@ fn new_uuid() -> String {
 
 pub struct MasterLink {
     pub store: Arc<Store>,
-    pub master: String,
+    /// Every master address, tried in this order (round-robin).
+    pub masters: Vec<String>,
     /// The address clients and peers reach us on (our --listen).
     pub addr: String,
     pub uuid: String,
@@ -95,6 +114,13 @@ async fn call<T>(
     }
 }
 
+/// The master we are registered with.
+#[derive(Clone, Copy)]
+struct Registered {
+    master: usize,
+    server_id: u64,
+}
+
 impl MasterLink {
     /// Runs until `stop` turns true.
     pub async fn run(
@@ -102,10 +128,18 @@ impl MasterLink {
         mut damaged: mpsc::Receiver<DamageReport>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), FsError> {
-        let ch = elkfs_proto::transport::channel(&self.master)
-            .map_err(|e| FsError::Invalid(format!("bad master address {:?}: {e}", self.master)))?;
-        let mut client = elkfs_proto::transport::registry_client(ch);
-        let mut server_id: Option<u64> = None;
+        let mut clients = Vec::with_capacity(self.masters.len());
+        for m in &self.masters {
+            let ch = elkfs_proto::transport::channel(m)
+                .map_err(|e| FsError::Invalid(format!("bad master address {m:?}: {e}")))?;
+            clients.push(elkfs_proto::transport::registry_client(ch));
+        }
+        if clients.is_empty() {
+            return Err(FsError::Invalid("no master address".into()));
+        }
+        let mut current: Option<Registered> = None;
+        // Where the next registration round starts.
+        let mut next = 0;
         // Whether the last contact attempt failed, so each outage is logged once.
         let mut unreachable = false;
         let mut pending: Vec<DamageReport> = Vec::new();
@@ -120,55 +154,70 @@ impl MasterLink {
                     }
                 }
                 _ = tick.tick() => {
-                    let res = match server_id {
-                        None => self.register(&mut client).await.map(Some),
-                        Some(id) => self.heartbeat(&mut client, id).await,
+                    let res = match current {
+                        None => self.register_any(&mut clients, next).await.map(Some),
+                        Some(r) => self.heartbeat(&mut clients[r.master], r).await,
                     };
                     match res {
-                        Ok(id) => {
+                        Ok(r) => {
                             if unreachable {
-                                tracing::info!(master = %self.master, "master reachable again");
+                                tracing::info!("master reachable again");
                                 unreachable = false;
                             }
-                            server_id = id;
+                            current = r;
                         }
                         Err(e) => {
                             if !unreachable {
-                                tracing::warn!(master = %self.master, error = %e, "master unreachable, retrying");
+                                tracing::warn!(masters = ?self.masters, error = %e, "no master reachable, retrying");
                                 unreachable = true;
                             }
-                            // Whatever the master knew may be gone: register afresh.
-                            server_id = None;
+                            if let Some(r) = current.take() {
+                                // Whatever that master knew may be gone: register afresh,
+                                // trying the other masters first.
+                                next = (r.master + 1) % clients.len();
+                            }
                         }
                     }
                 }
             }
-            if let Some(id) = server_id {
-                while let Some(d) = pending.last().copied() {
-                    let req = DamagedRequest {
-                        server_id: id,
-                        chunk_id: d.chunk_id,
-                        version: d.version,
-                    };
-                    match call(client.report_damaged(req)).await {
-                        Ok(_) => {
-                            tracing::info!(chunk = %hex(d.chunk_id), version = d.version, "damage reported to master");
-                            pending.pop();
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "damage report failed, will retry");
-                            break;
-                        }
-                    }
-                }
+            if let Some(r) = current {
+                next = r.master;
+                self.send_damage(&mut clients[r.master], r.server_id, &mut pending)
+                    .await;
             }
         }
     }
 
-    async fn register(&self, client: &mut Client) -> Result<u64, FsError> {
+    /// Registers with the first master, from `first` on round-robin, that accepts us.
+    async fn register_any(
+        &self,
+        clients: &mut [Client],
+        first: usize,
+    ) -> Result<Registered, FsError> {
+        let n = clients.len();
+        let mut last = FsError::Unavailable("no master tried".into());
+        for k in 0..n {
+            let i = (first + k) % n;
+            match self.register(&mut clients[i], &self.masters[i]).await {
+                Ok(server_id) => {
+                    return Ok(Registered {
+                        master: i,
+                        server_id,
+                    })
+                }
+                Err(e) => {
+                    tracing::debug!(master = %self.masters[i], error = %e, "registration failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn register(&self, client: &mut Client, master: &str) -> Result<u64, FsError> {
         let store = self.store.clone();
-        let (space, chunks) = blocking(move || Ok((store.space(), store.chunk_list()))).await?;
-        let buckets = digests(chunks.iter().map(|c| (c.chunk_id, c.version)))
+        let (space, digests) = blocking(move || Ok((store.space(), store.digests()))).await?;
+        let buckets: Vec<BucketDigest> = digests
             .iter()
             .enumerate()
             .filter(|(_, d)| d.chunks > 0)
@@ -178,6 +227,7 @@ impl MasterLink {
                 digest: d.sum,
             })
             .collect();
+        let nonempty = buckets.len();
         let req = RegisterRequest {
             uuid: self.uuid.clone(),
             addr: self.addr.clone(),
@@ -185,41 +235,87 @@ impl MasterLink {
             buckets,
         };
         let reply = call(client.register(req)).await?;
-        let listed: Vec<_> = chunks
-            .into_iter()
-            .filter(|c| reply.list_buckets.contains(&u32::from(bucket_of(c.chunk_id))))
-            .collect();
-        let n = listed.len();
-        call(client.report_buckets(BucketReport {
-            server_id: reply.server_id,
-            buckets: reply.list_buckets.clone(),
-            chunks: listed,
-            done: true,
-        }))
-        .await?;
+        let server_id = reply.server_id;
+        let mut chunks_sent = 0;
+        let mut calls = 0;
+        if !reply.list_buckets.is_empty() {
+            let mut want = [false; elkfs_proto::buckets::BUCKETS];
+            for b in &reply.list_buckets {
+                if let Some(w) = want.get_mut(*b as usize) {
+                    *w = true;
+                }
+            }
+            let store = self.store.clone();
+            let chunks = blocking(move || Ok(store.chunks_in(|b| want[usize::from(b)]))).await?;
+            let batches = reports::split(&reply.list_buckets, chunks, reports::MAX_REPORT_CHUNKS);
+            let last = batches.len();
+            for (i, b) in batches.into_iter().enumerate() {
+                chunks_sent += b.chunks.len();
+                call(client.report_buckets(BucketReport {
+                    server_id,
+                    buckets: b.buckets,
+                    chunks: b.chunks,
+                    done: i + 1 == last,
+                }))
+                .await?;
+                calls += 1;
+            }
+        }
         tracing::info!(
-            server_id = reply.server_id,
-            buckets = reply.list_buckets.len(),
-            chunks = n,
-            master = %self.master,
+            server_id,
+            %master,
+            buckets = nonempty,
+            listed_buckets = reply.list_buckets.len(),
+            listed_chunks = chunks_sent,
+            report_calls = calls,
             "registered with master"
         );
-        Ok(reply.server_id)
+        Ok(server_id)
     }
 
     /// Ok(None): the master asked us to register again.
-    async fn heartbeat(&self, client: &mut Client, id: u64) -> Result<Option<u64>, FsError> {
+    async fn heartbeat(
+        &self,
+        client: &mut Client,
+        r: Registered,
+    ) -> Result<Option<Registered>, FsError> {
         let store = self.store.clone();
         let space = blocking(move || Ok(store.space())).await?;
         let reply = call(client.heartbeat(HeartbeatRequest {
-            server_id: id,
+            server_id: r.server_id,
             space: Some(space),
         }))
         .await?;
         if reply.reregister {
-            tracing::info!("master asked us to register again");
+            tracing::info!(master = %self.masters[r.master], "master asked us to register again");
             return Ok(None);
         }
-        Ok(Some(id))
+        Ok(Some(r))
+    }
+
+    /// Sends queued damage reports, newest first, until one fails (retried next time).
+    async fn send_damage(
+        &self,
+        client: &mut Client,
+        server_id: u64,
+        pending: &mut Vec<DamageReport>,
+    ) {
+        while let Some(d) = pending.last().copied() {
+            let req = DamagedRequest {
+                server_id,
+                chunk_id: d.chunk_id,
+                version: d.version,
+            };
+            match call(client.report_damaged(req)).await {
+                Ok(_) => {
+                    tracing::info!(chunk = %hex(d.chunk_id), version = d.version, "damage reported to master");
+                    pending.pop();
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "damage report failed, will retry");
+                    break;
+                }
+            }
+        }
     }
 }

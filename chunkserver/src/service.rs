@@ -1,9 +1,10 @@
 //! The `elkfs.chunk.Chunk` gRPC service: reads for clients, write streams (see
-//! [`crate::write_stream`]) and the master's orders. File I/O runs on the blocking pool.
+//! [`crate::write_stream`]), the master's orders (Replicate: [`crate::replicate`]) and
+//! Fetch for peers ([`crate::fetch`]). File I/O runs on the blocking pool.
 
-use crate::master_link::{DamageReport, DamageSender};
+use crate::master_link::{self, DamageSender};
 use crate::store::Store;
-use crate::write_stream;
+use crate::{fetch, replicate, write_stream};
 use elkfs_proto::chunk::chunk_server::Chunk;
 use elkfs_proto::chunk::{
     CreateRequest, DeleteRequest, Empty, FetchPiece, FetchRequest, ReadReply, ReadRequest,
@@ -13,6 +14,7 @@ use elkfs_proto::FsError;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
@@ -35,21 +37,14 @@ pub struct Context {
     pub addr: String,
     pub damage: DamageSender,
     pub peers: write_stream::Peers,
+    /// One permit per replication allowed to run at once.
+    pub replications: Arc<Semaphore>,
 }
 
 impl Context {
-    /// Reports a damaged copy to the master (through the master link) when `e` says so.
+    /// Reports a damaged copy of ours to the master when `e` says so.
     pub fn note_damage(&self, e: &FsError, chunk_id: u64, version: u32) {
-        if let FsError::Damaged(why) = e {
-            tracing::warn!(chunk = %hex(chunk_id), version, %why, "damaged chunk copy");
-            if self
-                .damage
-                .try_send(DamageReport { chunk_id, version })
-                .is_err()
-            {
-                tracing::warn!(chunk = %hex(chunk_id), "damage report queue full, report dropped");
-            }
-        }
+        master_link::note_damage(&self.damage, e, chunk_id, version);
     }
 }
 
@@ -62,13 +57,20 @@ pub struct ChunkService {
 }
 
 impl ChunkService {
-    pub fn new(store: Arc<Store>, addr: String, damage: DamageSender) -> ChunkService {
+    /// `max_replications`: Replicate orders allowed to run at once.
+    pub fn new(
+        store: Arc<Store>,
+        addr: String,
+        damage: DamageSender,
+        max_replications: usize,
+    ) -> ChunkService {
         ChunkService {
             ctx: Context {
                 store,
                 addr,
                 damage,
                 peers: write_stream::Peers::default(),
+                replications: Arc::new(Semaphore::new(max_replications)),
             },
         }
     }
@@ -182,18 +184,20 @@ impl Chunk for ChunkService {
 
     async fn replicate(
         &self,
-        _request: Request<ReplicateRequest>,
+        request: Request<ReplicateRequest>,
     ) -> Result<Response<Empty>, Status> {
-        Err(Status::unimplemented("replicate"))
+        replicate::replicate(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(Empty {}))
     }
 
     type FetchStream = ReceiverStream<Result<FetchPiece, Status>>;
 
     async fn fetch(
         &self,
-        _request: Request<FetchRequest>,
+        request: Request<FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
-        Err(Status::unimplemented("fetch"))
+        let stream = fetch::start(self.ctx.clone(), request.into_inner()).await?;
+        Ok(Response::new(stream))
     }
 }
 

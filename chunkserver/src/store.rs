@@ -2,9 +2,20 @@
 //! per-chunk locking, start-up from the index or a directory scan, and the operations the
 //! gRPC service exposes. Every method here blocks on file I/O: call it from
 //! `spawn_blocking`, never on a reactor thread.
+//!
+//! [`reader`]: verified whole-block reads for Fetch and scrub; [`incoming`]: replicas being
+//! received, in temporary files until complete; `totals`: counts and bucket digests.
+
+mod incoming;
+mod reader;
+mod totals;
+
+pub use incoming::Incoming;
+pub use reader::ChunkReader;
 
 use crate::chunk_file::{ChunkError, ChunkFile, HEADER_SIZE};
 use crate::index::{Index, IndexEntry, IndexError, CLEAN_MARKER};
+use elkfs_proto::buckets::{bucket_of, Digest, BUCKETS};
 use elkfs_proto::limits::{CHUNK_SIZE, MAX_IO};
 use elkfs_proto::registry::{ChunkInfo, Space};
 use elkfs_proto::FsError;
@@ -15,6 +26,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use totals::{Held, Totals};
+
+/// Directory (in every data dir) for replicas being received; emptied at start-up.
+pub const TMP_DIR: &str = "tmp";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,13 +50,23 @@ pub enum StoreError {
 }
 
 /// Where and what one held chunk is. `generation` tells a write session whether the chunk it
-/// opened is still the same file (a delete + re-create in between changes it).
+/// opened is still the same file (a delete + re-create in between changes it); `edits`
+/// counts changes of its bytes, so a reader streaming it whole sees if it changed meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ChunkMeta {
     version: u32,
     disk: usize,
     len: u64,
     generation: u64,
+    edits: u64,
+}
+
+fn held(id: u64, m: &Option<ChunkMeta>) -> Option<Held> {
+    m.map(|m| Held {
+        id,
+        version: m.version,
+        len: m.len,
+    })
 }
 
 /// The per-chunk lock. `detached` marks a slot already removed from the map, so a waiter
@@ -69,6 +94,7 @@ pub struct Store {
     slots: Mutex<HashMap<u64, Arc<Slot>>>,
     index: Index,
     next_generation: AtomicU64,
+    totals: Mutex<Totals>,
 }
 
 /// An open chunk for a write stream: the descriptor is kept for the whole stream, every
@@ -172,6 +198,7 @@ impl Store {
             for b in 0..=255u8 {
                 std::fs::create_dir_all(root.join(format!("{b:02X}"))).map_err(dir_err)?;
             }
+            clear_tmp(&root.join(TMP_DIR)).map_err(dir_err)?;
             let dev = std::fs::metadata(root).map_err(dir_err)?.dev();
             disks.push(Disk {
                 root: root.clone(),
@@ -219,6 +246,7 @@ impl Store {
             }
         };
         let mut map = HashMap::with_capacity(entries.len());
+        let mut totals = Totals::default();
         let mut generation = 0;
         for (id, e) in entries {
             generation += 1;
@@ -227,7 +255,13 @@ impl Store {
                 disk: e.disk as usize,
                 len: e.len,
                 generation,
+                edits: 0,
             };
+            totals.add(Held {
+                id,
+                version: e.version,
+                len: e.len,
+            });
             map.insert(
                 id,
                 Arc::new(Slot {
@@ -245,6 +279,7 @@ impl Store {
             slots: Mutex::new(map),
             index,
             next_generation: AtomicU64::new(generation + 1),
+            totals: Mutex::new(totals),
         })
     }
 
@@ -317,7 +352,9 @@ impl Store {
             if st.detached {
                 continue;
             }
+            let before = held(id, &st.meta);
             let r = f(&mut st.meta);
+            self.lock_totals().change(before, held(id, &st.meta));
             if st.meta.is_none() {
                 // Nothing held: drop the slot so the map holds only real chunks.
                 let mut map = self.lock_map();
@@ -328,6 +365,11 @@ impl Store {
             }
             return r;
         }
+    }
+
+    fn lock_totals(&self) -> MutexGuard<'_, Totals> {
+        // Every update is a few additions done before the guard drops.
+        self.totals.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn all_metas(&self) -> Vec<(u64, ChunkMeta)> {
@@ -354,25 +396,35 @@ impl Store {
         Ok(())
     }
 
+    /// The disk with the most free space, if it can take `need` more bytes and stay above
+    /// its reserve.
+    fn pick_disk(&self, need: u64) -> Result<usize, FsError> {
+        let mut best: Option<(usize, u64)> = None;
+        for (i, d) in self.disks.iter().enumerate() {
+            match statvfs(&d.root) {
+                Ok((_, free)) if best.is_none_or(|(_, f)| free > f) => best = Some((i, free)),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(disk = %d.root.display(), error = %e, "statvfs failed")
+                }
+            }
+        }
+        match best {
+            Some((i, free)) if free > self.reserve.saturating_add(need) => Ok(i),
+            _ => Err(FsError::NoSpace),
+        }
+    }
+
+    fn new_generation(&self) -> u64 {
+        self.next_generation.fetch_add(1, Ordering::Relaxed)
+    }
+
     pub fn create(&self, id: u64, version: u32) -> Result<(), FsError> {
         self.with_chunk(id, |held| {
             if held.is_some() {
                 return Err(FsError::Exists);
             }
-            let mut best: Option<(usize, u64)> = None;
-            for (i, d) in self.disks.iter().enumerate() {
-                match statvfs(&d.root) {
-                    Ok((_, free)) if best.is_none_or(|(_, f)| free > f) => best = Some((i, free)),
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(disk = %d.root.display(), error = %e, "statvfs failed")
-                    }
-                }
-            }
-            let disk = match best {
-                Some((i, free)) if free > self.reserve => i,
-                _ => return Err(FsError::NoSpace),
-            };
+            let disk = self.pick_disk(0)?;
             let path = self.path(id, version, disk);
             let file = ChunkFile::create(&path, id, version).map_err(|e| match e {
                 ChunkError::Io(io) if io.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -396,7 +448,8 @@ impl Store {
                 version,
                 disk,
                 len: 0,
-                generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
+                generation: self.new_generation(),
+                edits: 0,
             });
             Ok(())
         })
@@ -459,6 +512,7 @@ impl Store {
             file.truncate(meta.len, length)
                 .map_err(|e| chunk_error(id, e))?;
             meta.len = length;
+            meta.edits += 1;
             // Syncs the new length and CRCs (and the rename, if the version moves).
             self.rename_version(id, meta, &file, new)
         })
@@ -531,6 +585,7 @@ impl Store {
             if grow > 0 {
                 self.check_space(meta.disk, grow)?;
             }
+            meta.edits += 1;
             meta.len = w
                 .file
                 .write(meta.len, offset, data)
@@ -544,16 +599,35 @@ impl Store {
         w.file.sync_data().map_err(|e| chunk_error(w.id, e))
     }
 
-    /// Everything held, for registration with the master.
+    /// Everything held.
     pub fn chunk_list(&self) -> Vec<ChunkInfo> {
-        self.all_metas()
+        self.chunks_in(|_| true)
+    }
+
+    /// The chunks of the buckets `want` says yes to, for registration with the master.
+    pub fn chunks_in(&self, want: impl Fn(u8) -> bool) -> Vec<ChunkInfo> {
+        let slots: Vec<(u64, Arc<Slot>)> = self
+            .lock_map()
+            .iter()
+            .filter(|(id, _)| want(bucket_of(**id)))
+            .map(|(id, s)| (*id, s.clone()))
+            .collect();
+        slots
             .into_iter()
-            .map(|(id, m)| ChunkInfo {
-                chunk_id: id,
-                version: m.version,
-                length: m.len as u32,
+            .filter_map(|(id, s)| {
+                let st = s.state.lock().unwrap_or_else(|p| p.into_inner());
+                st.meta.map(|m| ChunkInfo {
+                    chunk_id: id,
+                    version: m.version,
+                    length: m.len as u32,
+                })
             })
             .collect()
+    }
+
+    /// Every bucket's digest of what is held (kept up to date on every change).
+    pub fn digests(&self) -> [Digest; BUCKETS] {
+        self.lock_totals().buckets
     }
 
     /// Space report: filesystems shared by several data dirs are counted once; `used` is
@@ -574,14 +648,26 @@ impl Store {
                 Err(e) => tracing::warn!(disk = %d.root.display(), error = %e, "statvfs failed"),
             }
         }
-        let metas = self.all_metas();
+        let t = self.lock_totals();
         Space {
             total_bytes: total,
-            used_bytes: metas.iter().map(|(_, m)| m.len + HEADER_SIZE).sum(),
+            used_bytes: t.bytes,
             avail_bytes: avail,
-            chunks: metas.len() as u64,
+            chunks: t.chunks,
         }
     }
+}
+
+/// Creates the temporary directory, or removes what a crash left in it: replicas that were
+/// never completed.
+fn clear_tmp(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for ent in std::fs::read_dir(dir)? {
+        let path = ent?.path();
+        tracing::info!(file = %path.display(), "removing an unfinished replica");
+        std::fs::remove_file(&path)?;
+    }
+    Ok(())
 }
 
 /// Identifies the data directory list, in order: the index's disk numbers are only

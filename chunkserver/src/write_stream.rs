@@ -35,7 +35,7 @@ pub struct Peers {
 }
 
 impl Peers {
-    fn channel(&self, addr: &str) -> Result<Channel, FsError> {
+    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, FsError> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
@@ -72,7 +72,7 @@ pub fn start(
 }
 
 /// `e` as a status whose message (and detail, where the kind has one) names `who`.
-fn failed_at(who: &str, e: FsError) -> Status {
+pub(crate) fn failed_at(who: &str, e: FsError) -> Status {
     let e = match e {
         FsError::Invalid(d) => FsError::Invalid(format!("{who}: {d}")),
         FsError::Stale(d) => FsError::Stale(format!("{who}: {d}")),

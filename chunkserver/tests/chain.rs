@@ -27,7 +27,7 @@ async fn start_server() -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (tx, damage) = mpsc::channel(DAMAGE_QUEUE);
-    let svc = ChunkService::new(store.clone(), addr.clone(), tx);
+    let svc = ChunkService::new(store.clone(), addr.clone(), tx, 2);
     tokio::spawn(service::serve(listener, svc, std::future::pending()));
     Server {
         addr,

@@ -83,7 +83,7 @@ async fn registers_when_master_appears_and_reregisters_on_request() {
         .unwrap();
     let link = MasterLink {
         store: store.clone(),
-        master: master_addr.to_string(),
+        masters: vec![master_addr.to_string()],
         addr: "127.0.0.1:9999".into(),
         uuid: "test-uuid".into(),
         heartbeat: Duration::from_millis(200),
@@ -123,7 +123,10 @@ async fn registers_when_master_appears_and_reregisters_on_request() {
     assert_eq!(regs[0].uuid, "test-uuid");
     assert_eq!(regs[0].addr, "127.0.0.1:9999");
     assert_eq!(regs[0].buckets.len(), 1);
-    assert_eq!((regs[0].buckets[0].bucket, regs[0].buckets[0].chunks), (77, 1));
+    assert_eq!(
+        (regs[0].buckets[0].bucket, regs[0].buckets[0].chunks),
+        (77, 1)
+    );
     let reports = fake.reports.lock().unwrap();
     assert_eq!(reports[0].buckets, vec![77]);
     assert_eq!(reports[0].chunks.len(), 1);
