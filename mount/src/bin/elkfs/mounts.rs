@@ -20,12 +20,15 @@ pub fn is_elkfs_device(dev: u64) -> Result<bool> {
     Ok(info.lines().any(|line| elkfs_device(line) == Some(dev)))
 }
 
-/// The device number of a mountinfo line whose filesystem type is `fuse.elkfs` (the
-/// subtype the mount sets). The third field is `major:minor`.
+/// The device number of an elkfs mount's mountinfo line: type `fuse` with source `elkfs`
+/// (the mount's fsname), or `fuse.elkfs` where the subtype is shown. The third field is
+/// `major:minor`.
 fn elkfs_device(line: &str) -> Option<u64> {
     let (left, right) = line.split_once(" - ")?;
-    if right.split(' ').next()? != "fuse.elkfs" {
-        return None;
+    let mut fields = right.split(' ');
+    match (fields.next()?, fields.next()?) {
+        ("fuse.elkfs", _) | ("fuse", "elkfs") => {}
+        _ => return None,
     }
     let (major, minor) = left.split(' ').nth(2)?.split_once(':')?;
     Some(libc::makedev(major.parse().ok()?, minor.parse().ok()?))
@@ -117,5 +120,7 @@ mod tests {
         assert_eq!(elkfs_device(line), Some(libc::makedev(0, 50)));
         assert_eq!(elkfs_device(plain), None, "a FUSE mount of another kind");
         assert_eq!(elkfs_device(other), None);
+        let no_subtype = "43 27 0:39 / /mnt/e rw,relatime - fuse elkfs rw,user_id=0";
+        assert_eq!(elkfs_device(no_subtype), Some(libc::makedev(0, 39)));
     }
 }
