@@ -3,9 +3,11 @@
 //! in the changelog; after a master restart the servers simply register again.
 
 use crate::placement::Candidate;
+use crate::planner::{InFlight, ServerView};
 use elkfs_proto::admin::{CopyInfo, CopyState};
+use elkfs_proto::buckets::{bucket_of, Digest, BUCKETS};
 use elkfs_proto::chunk::chunk_client::ChunkClient;
-use elkfs_proto::registry::{ChunkInfo, Space};
+use elkfs_proto::registry::{BucketDigest, ChunkInfo, Space};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -20,15 +22,30 @@ pub struct Server {
     pub space: Space,
     pub last_seen: Instant,
     pub connected: bool,
+    /// When it stopped heartbeating (its grace period runs from here).
+    pub away_since: Option<Instant>,
+    /// Planned restart: its copies are not re-replicated while it is away.
+    pub maintenance: bool,
     pub client: ChunkClient<Channel>,
     /// Chunks placed here since the last report (placement's load estimate).
     pub placed: u64,
+    /// What the master believes the server holds, per bucket.
+    digests: Box<[Digest; BUCKETS]>,
+    /// Buckets asked for at the last registration and not reported yet.
+    pending: HashSet<u8>,
+    /// What its last registration listed.
+    pub listed_buckets: u64,
+    pub listed_chunks: u64,
+    pub replications_in: u64,
+    pub replications_out: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Copy {
     pub server: u64,
     pub version: u32,
+    /// CRC failures were reported for it: read only as a last resort, being replaced.
+    pub damaged: bool,
 }
 
 /// A chunk open for writing. Writers in the lease share its version, so a stream of writes
@@ -56,8 +73,13 @@ pub struct Cluster {
     pub servers: HashMap<u64, Server>,
     by_uuid: HashMap<String, u64>,
     next_server_id: u64,
-    pub locations: HashMap<u64, Vec<Copy>>,
+    /// Every copy the master knows of, also on servers that are away. A persistent map, so
+    /// the healer takes a view in O(1). Changed only through the methods below, which keep
+    /// the servers' bucket digests in step.
+    pub locations: imbl::HashMap<u64, Vec<Copy>>,
     pub leases: HashMap<u64, Lease>,
+    /// Replications running now.
+    pub replicating: InFlight,
     /// (chunk, server) → version an order may have moved the copy to although it failed
     /// or timed out. Such a copy missed later writes: never accept it, delete it.
     suspects: HashMap<(u64, u64), u32>,
@@ -66,15 +88,17 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Register (or re-register) a server; returns its id. Its previous copies are
-    /// forgotten: the report that follows is the truth.
+    /// Register (or re-register) a server. Its copies stay as remembered; returns its id
+    /// and the buckets whose digests differ from what the master believes it holds (the
+    /// server lists those with [`Cluster::report`]).
     pub fn register(
         &mut self,
         uuid: &str,
         addr: &str,
         space: Space,
         client: ChunkClient<Channel>,
-    ) -> u64 {
+        buckets: &[BucketDigest],
+    ) -> (u64, Vec<u32>) {
         let id = match self.by_uuid.get(uuid) {
             Some(&id) => id,
             None => {
@@ -83,32 +107,108 @@ impl Cluster {
                 self.next_server_id
             }
         };
-        self.forget_copies(id);
-        self.servers.insert(
+        let server = self.servers.entry(id).or_insert_with(|| Server {
             id,
-            Server {
-                id,
-                uuid: uuid.to_owned(),
-                addr: addr.to_owned(),
-                space,
-                last_seen: Instant::now(),
-                connected: true,
-                client,
-                placed: 0,
-            },
-        );
-        id
+            uuid: uuid.to_owned(),
+            addr: addr.to_owned(),
+            space: Space::default(),
+            last_seen: Instant::now(),
+            connected: true,
+            away_since: None,
+            maintenance: false,
+            client: client.clone(),
+            placed: 0,
+            digests: Box::new([Digest::default(); BUCKETS]),
+            pending: HashSet::new(),
+            listed_buckets: 0,
+            listed_chunks: 0,
+            replications_in: 0,
+            replications_out: 0,
+        });
+        let mut reported = [Digest::default(); BUCKETS];
+        for b in buckets.iter().filter(|b| (b.bucket as usize) < BUCKETS) {
+            reported[b.bucket as usize] = Digest {
+                chunks: b.chunks,
+                sum: b.digest,
+            };
+        }
+        let differ: Vec<u32> = (0..BUCKETS as u32)
+            .filter(|&b| reported[b as usize] != server.digests[b as usize])
+            .collect();
+        server.addr = addr.to_owned();
+        server.space = space;
+        server.last_seen = Instant::now();
+        server.connected = true;
+        server.away_since = None;
+        server.client = client;
+        server.placed = 0;
+        server.pending = differ.iter().map(|&b| b as u8).collect();
+        server.listed_buckets = differ.len() as u64;
+        server.listed_chunks = 0;
+        (id, differ)
     }
 
-    fn forget_copies(&mut self, server: u64) {
-        self.locations.retain(|_, copies| {
-            copies.retain(|c| c.server != server);
-            !copies.is_empty()
-        });
+    /// Forget the server's copies in `buckets`; returns the damaged ones among them
+    /// (chunk, version), so a copy listed again keeps its mark.
+    fn forget_buckets(&mut self, server: u64, buckets: &HashSet<u8>) -> HashSet<(u64, u32)> {
+        let gone: Vec<(u64, Copy)> = self
+            .locations
+            .iter()
+            .filter(|(chunk, _)| buckets.contains(&bucket_of(**chunk)))
+            .flat_map(|(&chunk, copies)| {
+                copies
+                    .iter()
+                    .filter(|c| c.server == server)
+                    .map(move |c| (chunk, *c))
+            })
+            .collect();
+        let mut damaged = HashSet::new();
+        for (chunk, c) in gone {
+            self.drop_copy(chunk, server);
+            if c.damaged {
+                damaged.insert((chunk, c.version));
+            }
+        }
+        damaged
+    }
+
+    /// Reconcile part of a server's bucket listing with the metadata's chunk versions
+    /// (`known`). The server's copies in the buckets it lists are replaced by the listing;
+    /// once `done`, buckets asked for but not listed are empty on the server.
+    pub fn report(
+        &mut self,
+        server: u64,
+        buckets: &[u32],
+        chunks: &[ChunkInfo],
+        done: bool,
+        known: impl Fn(u64) -> Option<u32>,
+    ) -> Reconciled {
+        let Some(s) = self.servers.get_mut(&server) else {
+            return Reconciled::default();
+        };
+        let mut clear: HashSet<u8> = buckets
+            .iter()
+            .filter_map(|&b| u8::try_from(b).ok())
+            .filter(|b| s.pending.remove(b))
+            .collect();
+        if done {
+            clear.extend(s.pending.drain());
+        }
+        s.listed_chunks += chunks.len() as u64;
+        let damaged = if clear.is_empty() {
+            HashSet::new()
+        } else {
+            self.forget_buckets(server, &clear)
+        };
+        let out = self.reconcile(server, chunks, known);
+        for (chunk, version) in damaged {
+            self.mark_damaged(chunk, server, version);
+        }
+        out
     }
 
     /// Compare a server's report with the metadata's chunk versions (`known`).
-    pub fn reconcile(
+    fn reconcile(
         &mut self,
         server: u64,
         chunks: &[ChunkInfo],
@@ -165,38 +265,97 @@ impl Cluster {
     pub fn forget_chunk(&mut self, chunk: u64) -> Vec<Copy> {
         self.leases.remove(&chunk);
         self.suspects.retain(|(c, _), _| *c != chunk);
-        self.locations.remove(&chunk).unwrap_or_default()
+        let copies = self.locations.remove(&chunk).unwrap_or_default();
+        for c in &copies {
+            self.digest_remove(c.server, chunk, c.version);
+        }
+        copies
     }
 
     pub fn add_copy(&mut self, chunk: u64, server: u64, version: u32) {
         let copies = self.locations.entry(chunk).or_default();
-        match copies.iter_mut().find(|c| c.server == server) {
-            Some(c) => c.version = version,
-            None => copies.push(Copy { server, version }),
+        let old = match copies.iter_mut().find(|c| c.server == server) {
+            Some(c) => Some(std::mem::replace(&mut c.version, version)),
+            None => {
+                copies.push(Copy {
+                    server,
+                    version,
+                    damaged: false,
+                });
+                None
+            }
+        };
+        if let Some(old) = old {
+            self.digest_remove(server, chunk, old);
+        }
+        if let Some(s) = self.servers.get_mut(&server) {
+            s.digests[bucket_of(chunk) as usize].add(chunk, version);
         }
     }
 
     pub fn drop_copy(&mut self, chunk: u64, server: u64) {
-        if let Some(copies) = self.locations.get_mut(&chunk) {
-            copies.retain(|c| c.server != server);
-            if copies.is_empty() {
-                self.locations.remove(&chunk);
-            }
+        let Some(copies) = self.locations.get_mut(&chunk) else {
+            return;
+        };
+        let Some(i) = copies.iter().position(|c| c.server == server) else {
+            return;
+        };
+        let c = copies.remove(i);
+        if copies.is_empty() {
+            self.locations.remove(&chunk);
+        }
+        self.digest_remove(server, chunk, c.version);
+    }
+
+    fn digest_remove(&mut self, server: u64, chunk: u64, version: u32) {
+        if let Some(s) = self.servers.get_mut(&server) {
+            s.digests[bucket_of(chunk) as usize].remove(chunk, version);
         }
     }
 
-    /// Servers holding `version` of `chunk` that are connected now.
+    /// A CRC failure was reported for `version` of `chunk` on `server`. Returns whether
+    /// such a copy is known.
+    pub fn mark_damaged(&mut self, chunk: u64, server: u64, version: u32) -> bool {
+        let Some(copies) = self.locations.get_mut(&chunk) else {
+            return false;
+        };
+        match copies
+            .iter_mut()
+            .find(|c| c.server == server && c.version == version)
+        {
+            Some(c) => {
+                c.damaged = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Connected servers holding `version` of `chunk`; undamaged ones only, unless every
+    /// copy is damaged. For writes, which move every copy they name to a new version.
     pub fn valid_copies(&self, chunk: u64, version: u32) -> Vec<u64> {
-        self.locations
-            .get(&chunk)
-            .map(|copies| {
-                copies
-                    .iter()
-                    .filter(|c| c.version == version && self.is_up(c.server))
-                    .map(|c| c.server)
-                    .collect()
-            })
-            .unwrap_or_default()
+        let (valid, damaged) = self.current_copies(chunk, version);
+        if valid.is_empty() {
+            damaged
+        } else {
+            valid
+        }
+    }
+
+    /// Connected servers holding `version` of `chunk`: (undamaged, damaged).
+    pub fn current_copies(&self, chunk: u64, version: u32) -> (Vec<u64>, Vec<u64>) {
+        let mut valid = Vec::new();
+        let mut damaged = Vec::new();
+        for c in self.locations.get(&chunk).into_iter().flatten() {
+            if c.version == version && self.is_up(c.server) {
+                if c.damaged {
+                    damaged.push(c.server);
+                } else {
+                    valid.push(c.server);
+                }
+            }
+        }
+        (valid, damaged)
     }
 
     /// Every copy of `chunk` the master knows of and what it is worth, for `elkfs fileinfo`.
@@ -208,10 +367,15 @@ impl Cluster {
         copies
             .iter()
             .map(|c| {
-                let state = if !self.is_up(c.server) {
+                let server = self.servers.get(&c.server);
+                let state = if server.is_some_and(|s| s.maintenance && !s.connected) {
+                    CopyState::Maintenance
+                } else if !self.is_up(c.server) {
                     CopyState::Offline
                 } else if c.version != version {
                     CopyState::Stale
+                } else if c.damaged {
+                    CopyState::Damaged
                 } else {
                     CopyState::Valid
                 };
@@ -223,6 +387,38 @@ impl Cluster {
                 }
             })
             .collect()
+    }
+
+    /// The planner's view of the servers. Copies on a server that is away count until
+    /// `grace` has passed since it went away, and for as long as it is in maintenance.
+    pub fn server_views(&self, grace: Duration) -> Vec<ServerView> {
+        self.servers
+            .values()
+            .map(|s| ServerView {
+                id: s.id,
+                connected: s.connected,
+                counts_while_away: s.maintenance
+                    || s.away_since.is_none_or(|t| t.elapsed() < grace),
+                maintenance: s.maintenance,
+                total: s.space.total_bytes,
+                used: s.space.used_bytes,
+                avail: s.space.avail_bytes,
+                chunks: s.space.chunks,
+            })
+            .collect()
+    }
+
+    /// A server by its address as registered or its id.
+    pub fn find_server(&self, name: &str) -> Option<u64> {
+        self.servers
+            .values()
+            .find(|s| s.addr == name)
+            .map(|s| s.id)
+            .or_else(|| {
+                name.parse::<u64>()
+                    .ok()
+                    .filter(|id| self.servers.contains_key(id))
+            })
     }
 
     pub fn is_up(&self, server: u64) -> bool {
@@ -251,6 +447,7 @@ impl Cluster {
         for s in self.servers.values_mut() {
             if s.connected && s.last_seen.elapsed() > timeout {
                 s.connected = false;
+                s.away_since = Some(Instant::now());
                 gone.push(s.id);
             }
         }
@@ -290,5 +487,111 @@ impl Cluster {
     /// Drop leases no writer touched for `idle` (a client died mid-write).
     pub fn expire_leases(&mut self, idle: Duration) {
         self.leases.retain(|_, l| l.touched.elapsed() < idle);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use elkfs_proto::buckets::digests;
+    use elkfs_proto::transport;
+
+    fn client() -> ChunkClient<Channel> {
+        let channel = transport::channel("127.0.0.1:1").expect("a valid address");
+        transport::chunk_client(channel)
+    }
+
+    /// What a chunkserver holding `chunks` sends at registration.
+    fn summary(chunks: &[(u64, u32)]) -> Vec<BucketDigest> {
+        (0u32..)
+            .zip(digests(chunks.iter().copied()))
+            .filter(|(_, d)| d.chunks > 0)
+            .map(|(bucket, d)| BucketDigest {
+                bucket,
+                chunks: d.chunks,
+                digest: d.sum,
+            })
+            .collect()
+    }
+
+    fn listing(chunks: &[(u64, u32)], buckets: &[u32]) -> Vec<ChunkInfo> {
+        chunks
+            .iter()
+            .filter(|(id, _)| buckets.contains(&u32::from(bucket_of(*id))))
+            .map(|&(chunk_id, version)| ChunkInfo {
+                chunk_id,
+                version,
+                length: 0,
+            })
+            .collect()
+    }
+
+    /// Register and report what the master asks for; returns the buckets it asked for.
+    fn connect(
+        cluster: &mut Cluster,
+        held: &[(u64, u32)],
+        known: impl Fn(u64) -> Option<u32>,
+    ) -> (Vec<u32>, Reconciled) {
+        let (id, asked) = cluster.register("u", "a:1", Space::default(), client(), &summary(held));
+        let found = cluster.report(id, &asked, &listing(held, &asked), true, known);
+        (asked, found)
+    }
+
+    #[tokio::test]
+    async fn reconnect_with_nothing_changed_lists_nothing() {
+        let held: Vec<(u64, u32)> = (1..=100_000).map(|id| (id, 1)).collect();
+        let mut cluster = Cluster::default();
+        let (asked, found) = connect(&mut cluster, &held, |_| Some(1));
+        assert_eq!(asked.len(), 256);
+        assert_eq!(found.valid, 100_000);
+        cluster.expire(Duration::ZERO);
+        assert!(!cluster.is_up(1));
+        let (asked, found) = connect(&mut cluster, &held, |_| Some(1));
+        assert!(asked.is_empty());
+        assert_eq!(found.valid, 0);
+        let s = &cluster.servers[&1];
+        assert_eq!((s.listed_buckets, s.listed_chunks), (0, 0));
+        assert!(cluster.is_up(1));
+        assert_eq!(cluster.valid_copies(77, 1), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn only_changed_buckets_are_listed_and_reconciled() {
+        let mut cluster = Cluster::default();
+        let held = [(1, 1), (2, 1), (258, 1), (3, 1)];
+        connect(&mut cluster, &held, |_| Some(1));
+        // While it was away: chunk 2 was written elsewhere (its copy here is stale), chunk
+        // 3 was deleted from the metadata but not on the server, and it got chunk 4.
+        cluster.drop_copy(2, 1);
+        cluster.forget_chunk(3);
+        let known = |c: u64| match c {
+            2 => Some(2),
+            3 => None,
+            _ => Some(1),
+        };
+        let held = [(1, 1), (2, 1), (258, 1), (3, 1), (4, 1)];
+        let (asked, found) = connect(&mut cluster, &held, known);
+        assert_eq!(asked, vec![2, 3, 4]);
+        assert_eq!(found.valid, 2);
+        let mut delete = found.delete;
+        delete.sort_unstable();
+        assert_eq!(delete, vec![(2, 1), (3, 1)]);
+        assert_eq!(cluster.valid_copies(1, 1), vec![1]);
+        assert_eq!(cluster.valid_copies(4, 1), vec![1]);
+        assert!(cluster.valid_copies(2, 2).is_empty());
+        assert_eq!(cluster.servers[&1].listed_chunks, 4);
+    }
+
+    #[tokio::test]
+    async fn a_bucket_emptied_on_the_server_is_forgotten_and_damage_survives_a_listing() {
+        let mut cluster = Cluster::default();
+        connect(&mut cluster, &[(1, 1), (2, 1), (258, 1)], |_| Some(1));
+        assert!(cluster.mark_damaged(258, 1, 1));
+        let (asked, _) = connect(&mut cluster, &[(2, 1), (258, 1), (514, 1)], |_| Some(1));
+        assert_eq!(asked, vec![1, 2]);
+        assert!(cluster.valid_copies(1, 1).is_empty());
+        assert_eq!(cluster.current_copies(258, 1), (vec![], vec![1]));
+        // A damaged copy is still the one to write to when it is the only one.
+        assert_eq!(cluster.valid_copies(258, 1), vec![1]);
     }
 }

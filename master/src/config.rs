@@ -25,6 +25,20 @@ pub struct Config {
     pub sync_metaloggers: usize,
     /// How long a request waits for those metaloggers before it fails with EIO.
     pub sync_metaloggers_timeout_ms: u64,
+    /// A chunkserver gone this long (after `chunkserver_timeout_secs`) has its chunks
+    /// re-replicated elsewhere; not while it is in maintenance.
+    pub replication_grace_secs: u64,
+    /// Replications in flight per chunkserver, as source and (separately) as destination.
+    pub replications_per_server: usize,
+    /// Replications in flight in the whole cluster.
+    pub replications_total: usize,
+    /// How long a chunkserver may take to copy one chunk before the order counts as failed.
+    pub replication_timeout_secs: u64,
+    /// Disk usage spread (percentage points between the fullest and the emptiest
+    /// connected server) above which chunks are moved; 100 turns rebalancing off.
+    pub rebalance_threshold_pct: u32,
+    /// Chunks moved at a time while rebalancing.
+    pub rebalance_batch: usize,
 }
 
 impl Default for Config {
@@ -38,6 +52,12 @@ impl Default for Config {
             chunkserver_timeout_secs: 10,
             sync_metaloggers: 0,
             sync_metaloggers_timeout_ms: 5000,
+            replication_grace_secs: 60,
+            replications_per_server: 4,
+            replications_total: 64,
+            replication_timeout_secs: 120,
+            rebalance_threshold_pct: 10,
+            rebalance_batch: 4,
         }
     }
 }
@@ -64,6 +84,8 @@ pub struct Args {
     pub sync_metaloggers: Option<usize>,
     #[arg(long)]
     pub sync_metaloggers_timeout_ms: Option<u64>,
+    #[arg(long)]
+    pub replication_grace_secs: Option<u64>,
 }
 
 impl Args {
@@ -99,6 +121,9 @@ impl Args {
         }
         if let Some(v) = self.sync_metaloggers_timeout_ms {
             c.sync_metaloggers_timeout_ms = v;
+        }
+        if let Some(v) = self.replication_grace_secs {
+            c.replication_grace_secs = v;
         }
         Ok(c)
     }

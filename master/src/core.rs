@@ -102,6 +102,7 @@ impl Master {
         });
         tokio::spawn(delete_worker(master.clone(), rx));
         tokio::spawn(housekeeping(master.clone()));
+        tokio::spawn(crate::healer::run(master.clone()));
         Ok(master)
     }
 

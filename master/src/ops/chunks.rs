@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Chunk orders run while other writers wait (`chunk_ops`): a server that does not answer
 /// in time is treated as failed rather than stalling everyone.
@@ -54,15 +54,17 @@ impl Master {
             });
         }
         let version = inner.state.chunks.get(&chunk).map_or(0, |c| c.version);
-        let mut servers = inner.cluster.valid_copies(chunk, version);
-        if servers.is_empty() {
+        let (mut servers, damaged) = inner.cluster.current_copies(chunk, version);
+        if servers.is_empty() && damaged.is_empty() {
             return Err(FsError::Unavailable(format!(
                 "no valid copy of chunk {chunk} is online"
             )));
         }
-        // Spread readers of different chunks over the copies.
-        let n = servers.len();
+        // Spread readers of different chunks over the copies; damaged copies are the last
+        // resort (their intact blocks still read).
+        let n = servers.len().max(1);
         servers.rotate_left(((ino ^ index) as usize) % n);
+        servers.extend(damaged);
         Ok(ChunkReply {
             chunk_id: chunk,
             version,
@@ -389,12 +391,17 @@ impl Master {
         .await
     }
 
+    /// A CRC failure was reported (by a chunkserver's scrub or read, or by a client) for
+    /// a copy: it no longer counts as valid and the healer replaces it. It stays listed
+    /// for reads, last, so its intact blocks remain readable until then.
     pub fn chunk_damaged(&self, chunk: u64, version: u32, server: u64) {
-        // Reads of the damaged blocks fail their CRC check and go to other copies; the copy
-        // stays listed so its intact blocks remain readable until it can be replaced.
-        info!(
-            chunk,
-            version, server, "client reported a damaged chunk copy"
-        );
+        if self.lock().cluster.mark_damaged(chunk, server, version) {
+            info!(chunk, version, server, "chunk copy damaged");
+        } else {
+            debug!(
+                chunk,
+                version, server, "damage reported for an unknown copy"
+            );
+        }
     }
 }

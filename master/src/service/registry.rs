@@ -26,12 +26,17 @@ impl Registry for RegistryService {
         let channel = transport::channel(&r.addr).map_err(FsError::from)?;
         let client = transport::chunk_client(channel);
         let space = r.space.unwrap_or_default();
-        let id = self
+        let (id, list_buckets) = self
             .0
             .lock()
             .cluster
-            .register(&r.uuid, &r.addr, space, client);
-        let list_buckets = r.buckets.iter().map(|b| b.bucket).collect();
+            .register(&r.uuid, &r.addr, space, client, &r.buckets);
+        info!(
+            server = id,
+            addr = %r.addr,
+            buckets = list_buckets.len(),
+            "chunkserver registered"
+        );
         Ok(Response::new(RegisterReply {
             server_id: id,
             list_buckets,
@@ -52,9 +57,11 @@ impl Registry for RegistryService {
             if !inner.cluster.servers.contains_key(&id) {
                 return Err(FsError::NotFound.into());
             }
-            let found = inner.cluster.reconcile(id, &r.chunks, |c| {
-                inner.state.chunks.get(&c).map(|m| m.version)
-            });
+            let found = inner
+                .cluster
+                .report(id, &r.buckets, &r.chunks, r.done, |c| {
+                    inner.state.chunks.get(&c).map(|m| m.version)
+                });
             let mut version = inner.state.version;
             for &(chunk, v) in &found.adopt {
                 warn!(
@@ -92,7 +99,8 @@ impl Registry for RegistryService {
                 valid = found.valid,
                 deleting = found.delete.len(),
                 adopted = found.adopt.len(),
-                "chunkserver registered"
+                done = r.done,
+                "chunk buckets reconciled"
             );
             version
         };
