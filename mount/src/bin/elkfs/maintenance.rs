@@ -1,7 +1,7 @@
 //! `elkfs maintenance on|off SERVER`: suspend re-replication of a chunkserver's copies for
 //! a planned restart, and resume it.
 
-use crate::admin::{block_on, connect, rpc_error};
+use crate::admin::{block_on, master_list, Masters};
 use anyhow::Result;
 use elkfs_proto::admin::MaintenanceRequest;
 
@@ -21,22 +21,24 @@ pub struct Args {
     switch: Switch,
     /// Chunkserver address as registered (host:port, see `elkfs status`) or its id.
     server: String,
-    /// Master address (host:port).
+    /// Master address (host:port), or several separated by commas: the active one answers.
     #[arg(long, default_value = "127.0.0.1:9520")]
     master: String,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let on = matches!(args.switch, Switch::On);
-    block_on(async {
-        connect(&args.master)?
-            .maintenance(MaintenanceRequest {
-                server: args.server.clone(),
-                on,
-            })
-            .await
-            .map_err(|s| rpc_error(&args.master, s))
-    })?;
+    let server = &args.server;
+    block_on(
+        Masters::default().call(&master_list(&args.master), |mut client| async move {
+            client
+                .maintenance(MaintenanceRequest {
+                    server: server.clone(),
+                    on,
+                })
+                .await
+        }),
+    )?;
     println!(
         "maintenance {} {}",
         if on { "on" } else { "off" },

@@ -1,13 +1,13 @@
 //! `elkfs status`: the master's Admin.Status as tables: servers, then chunk health.
 
-use crate::admin::{block_on, connect, rpc_error};
+use crate::admin::{block_on, master_list, Masters};
 use anyhow::Result;
 use elkfs_proto::admin::{StatusReply, StatusRequest};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Master address (host:port).
+    /// Master address (host:port), or several separated by commas: the active one answers.
     #[arg(long, default_value = "127.0.0.1:9520")]
     master: String,
 }
@@ -18,15 +18,13 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Admin.Status from the master at `addr`.
+/// Admin.Status from the master at `addr` (or the active one of a comma-separated list).
 pub fn fetch_blocking(addr: &str) -> Result<StatusReply> {
-    block_on(async {
-        let reply = connect(addr)?
-            .status(StatusRequest {})
-            .await
-            .map_err(|s| rpc_error(addr, s))?;
-        Ok(reply.into_inner())
-    })
+    block_on(
+        Masters::default().call(&master_list(addr), |mut client| async move {
+            client.status(StatusRequest {}).await
+        }),
+    )
 }
 
 fn yes_no(b: bool) -> String {

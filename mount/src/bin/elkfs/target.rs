@@ -1,38 +1,40 @@
-//! Which master serves a path, and the path's inode number there.
+//! Which masters serve a path, and the path's inode number there.
 //!
-//! The mount does not publish its master address (mountinfo shows only `elkfs`), so the
+//! The mount does not publish its master addresses (mountinfo shows only `elkfs`), so the
 //! `elkfs-mount` process serving the path's filesystem is found in /proc: its command line
-//! is `elkfs-mount [-o OPTS] MASTER MOUNTPOINT`, and its mount point has the same device
-//! number as the path. The mount hands the master's inode numbers to the kernel unchanged
-//! (the FUSE root, 1, is the master's root), so `stat`'s inode number is the master's.
+//! is `elkfs-mount [-o OPTS] MASTER[,MASTER...] MOUNTPOINT` (more masters may come as
+//! `-o master=ADDR`), and its mount point has the same device number as the path. The
+//! mount hands the master's inode numbers to the kernel unchanged (the FUSE root, 1, is
+//! the master's root), so `stat`'s inode number is the master's.
 
-use crate::admin::{block_on, connect, rpc_error, Client};
+use crate::admin::{block_on, master_list, Client, Masters};
 use crate::mounts::is_elkfs_device;
 use anyhow::{bail, Context, Result};
-use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs;
 use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use tonic::{Response, Status};
 
-pub struct Target {
-    /// The master's address, as the mount was given it.
-    pub master: String,
-    pub ino: u64,
+struct Target {
+    /// The mount's master addresses, as it was given them.
+    masters: Vec<String>,
+    ino: u64,
 }
 
-/// The master and inode of `path` (symlinks followed, as `stat` does). Error messages
+/// The masters and inode of `path` (symlinks followed, as `stat` does). Error messages
 /// leave the path to the caller.
 fn resolve(path: &Path) -> Result<Target> {
     let meta = fs::metadata(path)?;
     if !is_elkfs_device(meta.dev())? {
         bail!("not on an elkfs mount");
     }
-    let master = mount_master(meta.dev())?
+    let masters = mount_masters(meta.dev())?
         .context("on an elkfs mount, but no elkfs-mount process serving it is visible here")?;
     Ok(Target {
-        master,
+        masters,
         ino: meta.ino(),
     })
 }
@@ -45,29 +47,21 @@ pub fn each<R, Fut>(
     render: impl Fn(&Path, &R) -> String,
 ) -> Result<()>
 where
-    Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    Fut: Future<Output = Result<Response<R>, Status>>,
 {
     let failed = block_on(async {
-        let mut clients: HashMap<String, Client> = HashMap::new();
+        let mut masters = Masters::default();
         let mut failed = 0;
         for path in paths {
             let result = async {
                 let target = resolve(path)?;
-                let client = match clients.get(&target.master) {
-                    Some(c) => c.clone(),
-                    None => {
-                        let c = connect(&target.master)?;
-                        clients.insert(target.master.clone(), c.clone());
-                        c
-                    }
-                };
-                op(client, target.ino)
+                masters
+                    .call(&target.masters, |client| op(client, target.ino))
                     .await
-                    .map_err(|s| rpc_error(&target.master, s))
             }
             .await;
             match result {
-                Ok(reply) => print!("{}", render(path, reply.get_ref())),
+                Ok(reply) => print!("{}", render(path, &reply)),
                 Err(e) => {
                     eprintln!("elkfs: {}: {e:#}", path.display());
                     failed += 1;
@@ -82,68 +76,97 @@ where
     Ok(())
 }
 
-/// The master address of the `elkfs-mount` process whose mount point is on device `dev`.
-fn mount_master(dev: u64) -> Result<Option<String>> {
+/// The master addresses of the `elkfs-mount` process whose mount point is on device `dev`.
+fn mount_masters(dev: u64) -> Result<Option<Vec<String>>> {
     for entry in fs::read_dir("/proc").context("reading /proc")?.flatten() {
         let proc_dir = entry.path();
         // Processes come and go while we look: skip whatever cannot be read.
         let Ok(cmdline) = fs::read(proc_dir.join("cmdline")) else {
             continue;
         };
-        let Some((master, mountpoint)) = parse_mount_cmdline(&cmdline) else {
+        let Some(mount) = parse_mount_cmdline(&cmdline) else {
             continue;
         };
-        let mountpoint = proc_dir.join("cwd").join(mountpoint);
+        let mountpoint = proc_dir.join("cwd").join(mount.mountpoint);
         if fs::metadata(&mountpoint).is_ok_and(|m| m.dev() == dev) {
-            return Ok(Some(master));
+            return Ok(Some(mount.masters));
         }
     }
     Ok(None)
 }
 
-/// MASTER and MOUNTPOINT of an `elkfs-mount` command line (NUL-separated arguments).
-fn parse_mount_cmdline(cmdline: &[u8]) -> Option<(String, PathBuf)> {
+#[derive(Debug, PartialEq)]
+struct MountCmdline {
+    masters: Vec<String>,
+    mountpoint: PathBuf,
+}
+
+/// An `elkfs-mount` command line (NUL-separated arguments).
+fn parse_mount_cmdline(cmdline: &[u8]) -> Option<MountCmdline> {
     let mut args = cmdline.split(|&b| b == 0).filter(|a| !a.is_empty());
-    let program = Path::new(std::ffi::OsStr::from_bytes(args.next()?));
+    let program = Path::new(OsStr::from_bytes(args.next()?));
     if program.file_name()?.as_bytes() != b"elkfs-mount" {
         return None;
     }
-    let mut positional = Vec::new();
-    let mut skip_value = false;
+    let mut positional: Vec<&[u8]> = Vec::new();
+    let mut options = Vec::new();
+    let mut option_follows = false;
     for arg in args {
-        if std::mem::take(&mut skip_value) {
-            continue;
-        }
-        match arg {
-            b"-o" => skip_value = true,
-            a if a.starts_with(b"-") => {}
-            a => positional.push(a),
+        if std::mem::take(&mut option_follows) {
+            options.push(arg);
+        } else if arg == b"-o" {
+            option_follows = true;
+        } else if let Some(opts) = arg.strip_prefix(b"-o") {
+            options.push(opts);
+        } else if !arg.starts_with(b"-") {
+            positional.push(arg);
         }
     }
-    match positional[..] {
-        [master, mountpoint] => Some((
-            String::from_utf8_lossy(master).into_owned(),
-            PathBuf::from(std::ffi::OsStr::from_bytes(mountpoint)),
-        )),
-        _ => None,
+    let [master, mountpoint] = positional[..] else {
+        return None;
+    };
+    let mut masters = master_list(&String::from_utf8_lossy(master));
+    for opts in options {
+        masters.extend(
+            String::from_utf8_lossy(opts)
+                .split(',')
+                .filter_map(|o| o.strip_prefix("master="))
+                .flat_map(master_list),
+        );
     }
+    Some(MountCmdline {
+        masters,
+        mountpoint: PathBuf::from(OsStr::from_bytes(mountpoint)),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parsed(masters: &[&str], mountpoint: &str) -> Option<MountCmdline> {
+        Some(MountCmdline {
+            masters: masters.iter().map(|m| m.to_string()).collect(),
+            mountpoint: PathBuf::from(mountpoint),
+        })
+    }
+
     #[test]
     fn parses_mount_command_lines() {
         let line = b"/usr/bin/elkfs-mount\0-o\0allow_other,ro\x00127.0.0.1:9520\0/mnt/a b\0";
         assert_eq!(
             parse_mount_cmdline(line),
-            Some(("127.0.0.1:9520".into(), PathBuf::from("/mnt/a b")))
+            parsed(&["127.0.0.1:9520"], "/mnt/a b")
         );
-        let options_last = b"elkfs-mount\0m:9520\0mnt\0-oro\0";
+        let options_last = b"elkfs-mount\0m:9520\0mnt\0-oro,master=n:9520\0";
         assert_eq!(
             parse_mount_cmdline(options_last),
-            Some(("m:9520".into(), PathBuf::from("mnt")))
+            parsed(&["m:9520", "n:9520"], "mnt")
+        );
+        let several = b"elkfs-mount\0a:1,b:2\0/m\0-o\0master=c:3\0";
+        assert_eq!(
+            parse_mount_cmdline(several),
+            parsed(&["a:1", "b:2", "c:3"], "/m")
         );
         assert_eq!(parse_mount_cmdline(b"elkfs-master\0a\0b\0"), None);
         assert_eq!(parse_mount_cmdline(b"elkfs-mount\0--help\0"), None);
