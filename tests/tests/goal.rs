@@ -161,54 +161,27 @@ fn fileinfo_and_checkfile_show_every_chunk_and_copy() {
         )),
         "{out}"
     );
-    let mut chunks = Vec::new();
-    for line in lines {
-        if let Some(rest) = line.strip_prefix("\tchunk ") {
-            // INDEX: id ID version V length L copies N
-            let f: Vec<&str> = rest.split(' ').collect();
-            assert_eq!(f.len(), 9, "chunk line {line:?}");
-            let version: u32 = f[4].parse().expect("version");
-            chunks.push((
-                f[0].to_owned(),
-                f[2].to_owned(),
-                version,
-                f[6].to_owned(),
-                f[8].to_owned(),
-                Vec::new(),
-            ));
-        } else if let Some(rest) = line.strip_prefix("\t\tcopy ") {
-            let (_, copy) = rest.split_once(": ").expect("copy line");
-            let (addr, state) = copy.split_once(' ').expect("copy address and state");
-            chunks
-                .last_mut()
-                .expect("copy after a chunk")
-                .5
-                .push((addr.to_owned(), state.to_owned()));
-        } else {
-            panic!("unexpected fileinfo line {line:?}\n{out}");
-        }
-    }
-    let indexes: Vec<&str> = chunks.iter().map(|c| c.0.as_str()).collect();
-    assert_eq!(indexes, ["0:", "2:", "3:"], "the hole is not listed\n{out}");
-    let lengths: Vec<&str> = chunks.iter().map(|c| c.3.as_str()).collect();
-    let (full, last) = (CHUNK.to_string(), (1u64 << 20).to_string());
-    assert_eq!(lengths, [&full, &full, &last], "{out}");
+    let chunks = parse_chunks(lines, &out);
+    let indexes: Vec<u64> = chunks.iter().map(|c| c.index).collect();
+    assert_eq!(indexes, [0, 2, 3], "the hole is not listed\n{out}");
+    let lengths: Vec<u64> = chunks.iter().map(|c| c.length).collect();
+    assert_eq!(lengths, [CHUNK, CHUNK, 1 << 20], "{out}");
     let servers: Vec<String> = (0..3).map(|i| c.chunkserver_addr(i)).collect();
-    for (index, id, version, _, copies_count, copies) in &chunks {
-        assert_eq!(copies_count, "2", "chunk {index} has goal 2 copies\n{out}");
-        assert_eq!(copies.len(), 2, "{out}");
+    for chunk in &chunks {
+        assert_eq!(chunk.copies.len(), chunk.count, "{out}");
+        assert_eq!(chunk.copies.len(), 2, "goal 2: two copies\n{out}");
         assert_ne!(
-            copies[0].0, copies[1].0,
+            chunk.copies[0].0, chunk.copies[1].0,
             "copies on distinct servers\n{out}"
         );
-        for (addr, state) in copies {
+        for (addr, state) in &chunk.copies {
             assert_eq!(state, "valid", "{out}");
             // The copy is where fileinfo says: the chunk file named by id and version.
             let i = servers
                 .iter()
                 .position(|s| s == addr)
                 .unwrap_or_else(|| panic!("{addr} is not a chunkserver of the cluster"));
-            let name = format!("chunk_{id}_{version:08X}.elk");
+            let name = format!("chunk_{}_{:08X}.elk", chunk.id, chunk.version);
             assert!(
                 c.chunk_files(i)
                     .iter()
@@ -241,6 +214,54 @@ fn fileinfo_and_checkfile_show_every_chunk_and_copy() {
     );
 
     errors_name_the_path_and_fail(&m);
+}
+
+/// A `chunk` line of `elkfs fileinfo` and its `copy` lines.
+struct ChunkLine {
+    index: u64,
+    id: String,
+    version: u32,
+    length: u64,
+    /// The `copies N` field; `copies` holds the copy lines.
+    count: usize,
+    copies: Vec<(String, String)>,
+}
+
+/// The chunk and copy lines of fileinfo output (`out`, for messages).
+fn parse_chunks<'a>(lines: impl Iterator<Item = &'a str>, out: &str) -> Vec<ChunkLine> {
+    let mut chunks: Vec<ChunkLine> = Vec::new();
+    let number = |s: &str| -> u64 {
+        s.parse()
+            .unwrap_or_else(|_| panic!("{s:?} is not a number\n{out}"))
+    };
+    for line in lines {
+        if let Some(rest) = line.strip_prefix("\tchunk ") {
+            let f: Vec<&str> = rest.split(' ').collect();
+            match f[..] {
+                [index, "id", id, "version", version, "length", length, "copies", copies] => chunks
+                    .push(ChunkLine {
+                        index: number(index.trim_end_matches(':')),
+                        id: id.to_owned(),
+                        version: number(version) as u32,
+                        length: number(length),
+                        count: number(copies) as usize,
+                        copies: Vec::new(),
+                    }),
+                _ => panic!("bad chunk line {line:?}\n{out}"),
+            }
+        } else if let Some(rest) = line.strip_prefix("\t\tcopy ") {
+            let (_, copy) = rest.split_once(": ").expect("copy line");
+            let (addr, state) = copy.split_once(' ').expect("copy address and state");
+            chunks
+                .last_mut()
+                .expect("copy after a chunk")
+                .copies
+                .push((addr.to_owned(), state.to_owned()));
+        } else {
+            panic!("unexpected fileinfo line {line:?}\n{out}");
+        }
+    }
+    chunks
 }
 
 /// Paths the tool cannot serve: every one is reported, the others still answered, and the
