@@ -1,6 +1,7 @@
 //! The fuser `Filesystem`: translates kernel requests into master calls and the data path.
-//! Every request that talks to the network runs as a task on the tokio runtime and replies
-//! from there, so the fuser threads only dispatch.
+//! Every request that talks to the network runs as a task and replies from there, so the
+//! fuser threads only dispatch: metadata on the master connection's own thread, data on
+//! the I/O runtime.
 
 use crate::attr::{file_type, kind_from_mode, to_file_attr};
 use crate::chunkservers::ChunkServers;
@@ -16,7 +17,7 @@ use elkfs_proto::meta::{
     SymlinkRequest, Timespec,
 };
 use elkfs_proto::time::from_system;
-use elkfs_proto::FsError;
+use elkfs_proto::{transport, FsError};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -29,6 +30,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio::runtime::Handle;
 use tracing::{debug, debug_span, info, warn, Instrument, Span};
 
 /// Largest FUSE read/write request asked of the kernel.
@@ -226,17 +228,26 @@ impl Core {
 }
 
 pub struct ElkFs {
-    rt: tokio::runtime::Handle,
+    /// The data path: reads, writes and flushes, which stream to chunkservers.
+    rt: Handle,
+    /// Metadata requests: the thread that also runs the master connection
+    /// ([`transport::rpc_runtime`]), so a request costs one wake-up, not one per task.
+    meta_rt: Handle,
     core: Arc<Core>,
 }
 
 impl ElkFs {
-    pub fn new(rt: tokio::runtime::Handle, master: Arc<Master>, opts: MountOptions) -> ElkFs {
+    pub fn new(rt: Handle, master: Arc<Master>, opts: MountOptions) -> ElkFs {
+        let meta_rt = transport::rpc_runtime().unwrap_or_else(|e| {
+            warn!("metadata requests share the I/O threads: {e}");
+            rt.clone()
+        });
         let servers = Arc::new(ChunkServers::default());
         let reader = Arc::new(Reader::new(master.clone(), servers.clone()));
         let handles = Handles::new(WriteCtx::new(master.clone(), servers), reader.clone());
         ElkFs {
             rt,
+            meta_rt,
             core: Arc::new(Core {
                 master,
                 reader,
@@ -246,7 +257,7 @@ impl ElkFs {
         }
     }
 
-    /// Runs `work` on the runtime and answers with `ok` or the error's errno.
+    /// Runs metadata `work` and answers with `ok` or the error's errno.
     fn run<R, T, F, Fut>(
         &self,
         span: Span,
@@ -259,8 +270,40 @@ impl ElkFs {
         F: FnOnce(Arc<Core>) -> Fut,
         Fut: Future<Output = Result<T, FsError>> + Send + 'static,
     {
+        self.spawn(&self.meta_rt, span, reply, work, ok);
+    }
+
+    /// [`ElkFs::run`] for the data path.
+    fn run_data<R, T, F, Fut>(
+        &self,
+        span: Span,
+        reply: R,
+        work: F,
+        ok: impl FnOnce(R, T) + Send + 'static,
+    ) where
+        R: ErrorReply + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(Arc<Core>) -> Fut,
+        Fut: Future<Output = Result<T, FsError>> + Send + 'static,
+    {
+        self.spawn(&self.rt, span, reply, work, ok);
+    }
+
+    fn spawn<R, T, F, Fut>(
+        &self,
+        rt: &Handle,
+        span: Span,
+        reply: R,
+        work: F,
+        ok: impl FnOnce(R, T) + Send + 'static,
+    ) where
+        R: ErrorReply + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(Arc<Core>) -> Fut,
+        Fut: Future<Output = Result<T, FsError>> + Send + 'static,
+    {
         let fut = work(self.core.clone());
-        self.rt.spawn(
+        rt.spawn(
             async move {
                 match fut.await {
                     Ok(v) => ok(reply, v),
@@ -281,7 +324,7 @@ impl ElkFs {
             Ok(f) => f,
             Err(e) => return fail(reply, e),
         };
-        self.run(span, reply, |c| work(c, file), |r, ()| r.ok());
+        self.run_data(span, reply, |c| work(c, file), |r, ()| r.ok());
     }
 
     fn ttls(&self) -> (Duration, Duration) {
@@ -637,7 +680,7 @@ impl Filesystem for ElkFs {
             Ok(f) => f,
             Err(e) => return fail(reply, e),
         };
-        self.run(
+        self.run_data(
             span,
             reply,
             |c| async move { c.read(&file, offset, size).await },
@@ -664,7 +707,7 @@ impl Filesystem for ElkFs {
         };
         let data = Bytes::copy_from_slice(data);
         let n = data.len() as u32;
-        self.run(
+        self.run_data(
             span,
             reply,
             |_| async move { file.writer.write(offset, data).await },
@@ -681,6 +724,13 @@ impl Filesystem for ElkFs {
         reply: ReplyEmpty,
     ) {
         let span = debug_span!("flush", ino = ino.0, fh = fh.0);
+        // Nothing was ever written through this inode here (every close of a freshly
+        // created file): nothing to send, so no task either.
+        if let Ok(f) = self.file(fh) {
+            if f.writer.generation() == 0 {
+                return reply.ok();
+            }
+        }
         self.run_on_file(span, fh, reply, |c, f| async move {
             c.flush(f.ino, &f.writer, false).await
         });

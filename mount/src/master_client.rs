@@ -77,7 +77,7 @@ impl Master {
     /// cluster may be starting at once).
     pub async fn connect(addr: &str, name: String) -> Result<Master, FsError> {
         let master = Master {
-            client: transport::meta_client(transport::channel(addr)?),
+            client: transport::meta_client(transport::latency_channel(addr)?),
             name,
             session: AtomicU64::new(0),
             reattach: AtomicBool::new(false),

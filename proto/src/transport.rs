@@ -2,8 +2,10 @@
 //! default would stall every 1 MiB write on window updates) and matching message limits.
 
 use crate::limits::MAX_MESSAGE;
-use crate::{admin, chunk, feed, meta, registry};
+use crate::{admin, chunk, feed, meta, registry, FsError};
+use std::sync::OnceLock;
 use std::time::Duration;
+use tokio::runtime::Handle;
 use tonic::transport::{Channel, Endpoint, Server};
 
 const STREAM_WINDOW: u32 = 16 << 20;
@@ -30,6 +32,35 @@ pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
 /// A lazily connecting channel to `addr`.
 pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
     Ok(endpoint(addr)?.connect_lazy())
+}
+
+/// A lazily connecting channel to `addr` whose connection tasks run on [`rpc_runtime`]:
+/// for small latency-bound calls (a mount's metadata), where every hop between threads
+/// costs a wake-up comparable to the network round trip itself.
+pub fn latency_channel(addr: &str) -> Result<Channel, FsError> {
+    // The channel spawns its buffer worker here, and that worker spawns the connection.
+    let _on = rpc_runtime()?.enter();
+    Ok(channel(addr)?)
+}
+
+/// One thread running a single-threaded runtime, shared by the process: a request, its
+/// HTTP/2 connection task and its reply all run on this thread with no cross-thread wake-up.
+pub fn rpc_runtime() -> Result<Handle, FsError> {
+    static RPC: OnceLock<Result<Handle, String>> = OnceLock::new();
+    RPC.get_or_init(|| start_rpc_runtime().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(|e| FsError::Io(format!("starting the RPC thread: {e}")))
+}
+
+fn start_rpc_runtime() -> std::io::Result<Handle> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = rt.handle().clone();
+    std::thread::Builder::new()
+        .name("elkfs-rpc".into())
+        .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+    Ok(handle)
 }
 
 /// A server builder with the same window sizes.
