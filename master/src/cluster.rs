@@ -80,6 +80,8 @@ pub struct Cluster {
     pub leases: HashMap<u64, Lease>,
     /// Replications running now.
     pub replicating: InFlight,
+    /// Chunks whose last replication failed, and when to try them again.
+    pub retry_after: HashMap<u64, Instant>,
     /// (chunk, server) → version an order may have moved the copy to although it failed
     /// or timed out. Such a copy missed later writes: never accept it, delete it.
     suspects: HashMap<(u64, u64), u32>,

@@ -8,7 +8,7 @@ use elkfs_proto::chunk::chunk_client::ChunkClient;
 use elkfs_proto::chunk::ReplicateRequest;
 use elkfs_proto::FsError;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
@@ -18,6 +18,10 @@ const DELETES_PER_PASS: usize = 10_000;
 
 /// Plan again at least this often; a finished replication wakes the loop sooner.
 const PASS_EVERY: Duration = Duration::from_secs(1);
+
+/// A chunk whose replication failed is left alone this long (its source or destination
+/// may be dead but not yet noticed).
+const RETRY_PAUSE: Duration = Duration::from_secs(5);
 
 struct Order {
     chunk: u64,
@@ -65,18 +69,27 @@ fn limits(master: &Master) -> Limits {
 /// The cluster as the planner sees it now. Cheap under the lock: the metadata and the
 /// copy map are persistent maps.
 pub fn view(inner: &Inner, grace: Duration) -> View {
+    let now = Instant::now();
+    let cluster = &inner.cluster;
+    let pausing = cluster
+        .retry_after
+        .iter()
+        .filter(|(_, &t)| t > now)
+        .map(|(&c, _)| c);
     View::new(
         inner.state.clone(),
-        inner.cluster.locations.clone(),
-        inner.cluster.leases.keys().copied().collect(),
-        inner.cluster.server_views(grace),
+        cluster.locations.clone(),
+        cluster.leases.keys().copied().chain(pausing).collect(),
+        cluster.server_views(grace),
     )
 }
 
 fn plan(master: &Master) -> Vec<Action> {
     let grace = Duration::from_secs(master.config.replication_grace_secs);
     let (view, in_flight) = {
-        let inner = master.lock();
+        let mut inner = master.lock();
+        let now = Instant::now();
+        inner.cluster.retry_after.retain(|_, t| *t > now);
         (view(&inner, grace), inner.cluster.replicating.clone())
     };
     planner::plan(&view.servers, view.chunks(), &in_flight, &limits(master))
@@ -189,29 +202,33 @@ async fn replicate(master: Arc<Master>, wake: Arc<Notify>, mut o: Order) {
         Ok(r) => r.map(drop).map_err(FsError::from),
         Err(_) => Err(FsError::Unavailable("replication timed out".into())),
     };
-    {
-        let mut guard = master.lock();
-        let inner = &mut *guard;
-        inner.cluster.replicating.remove(o.chunk, o.source, o.dest);
-        match result {
-            Ok(()) => finish(&master, inner, &o),
-            Err(FsError::Exists) => {
-                // The destination holds a copy the master does not know of, perhaps this
-                // version from an earlier order that timed out: drop that one if so.
-                warn!(chunk = o.chunk, dest = %o.dest_addr, "replication target already holds the chunk");
-                master.queue_delete(o.dest, o.chunk, o.version);
-            }
-            Err(e) => warn!(
+    let mut guard = master.lock();
+    let inner = &mut *guard;
+    inner.cluster.replicating.remove(o.chunk, o.source, o.dest);
+    match result {
+        Ok(()) => {
+            finish(&master, inner, &o);
+            // Its slots are free: plan the next copies now rather than at the next tick.
+            wake.notify_one();
+        }
+        Err(e) => {
+            warn!(
                 chunk = o.chunk,
                 version = o.version,
                 source = %o.source_addr,
                 dest = %o.dest_addr,
                 error = %e,
                 "replication failed"
-            ),
+            );
+            let again = Instant::now() + RETRY_PAUSE;
+            inner.cluster.retry_after.insert(o.chunk, again);
+            if e == FsError::Exists {
+                // The destination holds a copy the master does not know of, perhaps this
+                // version from an earlier order that timed out: drop that one if so.
+                master.queue_delete(o.dest, o.chunk, o.version);
+            }
         }
     }
-    wake.notify_one();
 }
 
 /// A copy was made: keep it only if the chunk is still at the copied version (a write in

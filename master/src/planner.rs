@@ -46,8 +46,9 @@ pub struct ChunkView<'a> {
     pub version: u32,
     /// The highest goal among files referring to the chunk.
     pub goal: u32,
-    /// A writer holds it: copies are changing, leave it alone.
-    pub leased: bool,
+    /// Leave it alone: a writer holds it (copies are changing) or its last replication
+    /// failed a moment ago.
+    pub hold: bool,
     pub copies: &'a [Copy],
 }
 
@@ -207,7 +208,7 @@ pub fn plan<'a>(
     let mut needy = Vec::new();
     let mut moves = Vec::new();
     for chunk in chunks {
-        if chunk.leased || in_flight.contains(chunk.id) {
+        if chunk.hold || in_flight.contains(chunk.id) {
             continue;
         }
         let a = assess(&chunk, &by_id);
@@ -366,7 +367,8 @@ fn rebalance_pair(servers: &[ServerView], limits: &Limits) -> Option<(u64, Vec<u
 pub struct View {
     pub state: State,
     pub locations: imbl::HashMap<u64, Vec<Copy>>,
-    pub leased: HashSet<u64>,
+    /// Chunks to leave alone (see [`ChunkView::hold`]).
+    pub hold: HashSet<u64>,
     pub servers: Vec<ServerView>,
     goals: HashMap<u64, u32>,
 }
@@ -375,14 +377,14 @@ impl View {
     pub fn new(
         state: State,
         locations: imbl::HashMap<u64, Vec<Copy>>,
-        leased: HashSet<u64>,
+        hold: HashSet<u64>,
         servers: Vec<ServerView>,
     ) -> View {
         let goals = chunk_goals(&state);
         View {
             state,
             locations,
-            leased,
+            hold,
             servers,
             goals,
         }
@@ -395,7 +397,7 @@ impl View {
             version: meta.version,
             // A chunk no file refers to any more is being deleted; keep one copy meanwhile.
             goal: self.goals.get(&id).copied().unwrap_or(1),
-            leased: self.leased.contains(&id),
+            hold: self.hold.contains(&id),
             copies: self.locations.get(&id).map_or(&[], |c| c.as_slice()),
         })
     }

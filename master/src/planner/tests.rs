@@ -47,7 +47,7 @@ fn chunk(id: u64, goal: u32, copies: &[Copy]) -> ChunkView<'_> {
         id,
         version: 1,
         goal,
-        leased: false,
+        hold: false,
         copies,
     }
 }
@@ -188,7 +188,7 @@ fn leased_and_busy_chunks_are_left_alone() {
     let servers = vec![server(1), server(2)];
     let copies = [copy(1, 1)];
     let mut leased = chunk(7, 2, &copies);
-    leased.leased = true;
+    leased.hold = true;
     assert!(plan(&servers, [leased], &InFlight::default(), &limits()).is_empty());
     let mut busy = InFlight::default();
     busy.add(7, 1, 2);
@@ -324,7 +324,7 @@ proptest! {
         let limits = Limits { per_server, total, rebalance_threshold_pct: 100, ..limits() };
         for _round in 0..40 {
             let views = sim.chunks.iter().enumerate().map(|(i, (goal, leased, copies))| ChunkView {
-                id: i as u64, version: 1, goal: *goal, leased: *leased, copies,
+                id: i as u64, version: 1, goal: *goal, hold: *leased, copies,
             });
             let actions = plan(&sim.servers, views, &InFlight::default(), &limits);
             if actions.is_empty() {
@@ -355,7 +355,7 @@ proptest! {
         // At rest: every chunk with a source is at goal or on every usable server, none is
         // over goal, and damaged or stale copies remain only where they are still needed.
         let views = sim.chunks.iter().enumerate().map(|(i, (goal, leased, copies))| ChunkView {
-            id: i as u64, version: 1, goal: *goal, leased: *leased, copies,
+            id: i as u64, version: 1, goal: *goal, hold: *leased, copies,
         });
         prop_assert!(plan(&sim.servers, views, &InFlight::default(), &limits).is_empty());
         let up: Vec<u64> = sim.servers.iter().filter(|s| s.connected).map(|s| s.id).collect();
