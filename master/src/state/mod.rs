@@ -73,7 +73,7 @@ fn kind_of(k: i32) -> Result<NodeKind, FsError> {
 }
 
 impl State {
-    /// A new filesystem: just the root directory.
+    /// A new filesystem: just the root directory, its goal brought within 1..=MAX_GOAL.
     pub fn new(root_goal: u32, time: Ts) -> State {
         let root = Inode {
             ino: ROOT_INO,
@@ -86,7 +86,7 @@ impl State {
             mtime: time,
             ctime: time,
             rdev: 0,
-            goal: root_goal.max(1),
+            goal: root_goal.clamp(1, MAX_GOAL),
             body: Body::Dir(Dir::new(ROOT_INO)),
         };
         State {

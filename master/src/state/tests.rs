@@ -541,4 +541,6 @@ fn set_goal_rejects_bad_goals_and_unknown_inodes() {
         set_goal(&mut s, ROOT_INO, MAX_GOAL, false).map(|g| g.changed),
         Ok(1)
     );
+    let configured_too_high = State::new(MAX_GOAL + 3, Ts::default());
+    assert_eq!(configured_too_high.inode(ROOT_INO).unwrap().goal, MAX_GOAL);
 }
