@@ -6,6 +6,9 @@
 #   TESTS="1 2 5" RUNS=1 bench/compare.sh
 #   GOAL=2 bench/compare.sh          copies per chunk on both systems (default 1)
 #   SKIP_MOOSEFS=1 bench/compare.sh  elkfs only (no ratios)
+#   ELKFS_BIN=/tmp/old bench/compare.sh   elkfs binaries from that directory (no build), e.g.
+#                                    a copy of an older target/release, for before/after runs
+#   OUT=/tmp/res bench/compare.sh    results there instead of bench/results
 #
 # Needs ../shared/bench (the reference scripts) beside the repository. Builds elkfs in
 # release mode. Everything listens on 127.0.0.1 only. Results: bench/results/<label>/.
@@ -17,13 +20,15 @@ REF=${REF:-$(cd "$REPO/../shared/bench" 2>/dev/null && pwd || true)}
 export GOAL=${GOAL:-1} RUNS=${RUNS:-2}
 ELK_DATA=${ELK_DATA:-/var/tmp/elkfs-bench}
 ELK_MNT=${ELK_MNT:-/mnt/elkfs-bench}
-OUT=$HERE/results
+OUT=${OUT:-$HERE/results}
 mkdir -p "$OUT"
 
 log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
-(cd "$REPO" && cargo build --release --bins -q)
-ELKFS=$REPO/target/release/elkfs
+if [[ -z ${ELKFS_BIN:-} ]]; then
+  (cd "$REPO" && cargo build --release --bins -q)
+fi
+ELKFS=${ELKFS_BIN:-$REPO/target/release}/elkfs
 
 if [[ -z ${SKIP_MOOSEFS:-} ]]; then
   log "MooseFS (goal $GOAL)"
