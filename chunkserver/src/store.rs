@@ -354,7 +354,10 @@ impl Store {
             }
             let before = held(id, &st.meta);
             let r = f(&mut st.meta);
-            self.lock_totals().change(before, held(id, &st.meta));
+            let after = held(id, &st.meta);
+            if after != before {
+                self.lock_totals().change(before, after);
+            }
             if st.meta.is_none() {
                 // Nothing held: drop the slot so the map holds only real chunks.
                 let mut map = self.lock_map();

@@ -45,9 +45,6 @@ impl Totals {
 
     /// One chunk went from `before` to `after` (None: not held).
     pub fn change(&mut self, before: Option<Held>, after: Option<Held>) {
-        if before == after {
-            return;
-        }
         if let Some(b) = before {
             self.remove(b);
         }
