@@ -1,8 +1,9 @@
 //! elkfs-mount: the elkfs FUSE client.
 //!
-//! `elkfs-mount MASTER MOUNTPOINT [-o opt,...]` mounts the filesystem of the master at
-//! MASTER (host:port) and serves it in the foreground until unmounted, or until SIGTERM /
-//! SIGINT (which unmount cleanly; a second signal exits at once).
+//! `elkfs-mount MASTER[,MASTER...] MOUNTPOINT [-o opt,...]` mounts the filesystem of the
+//! master at MASTER (host:port; with several, whichever is active, also after a failover)
+//! and serves it in the foreground until unmounted, or until SIGTERM / SIGINT (which
+//! unmount cleanly; a second signal exits at once).
 
 mod attr;
 mod chunkservers;
@@ -29,11 +30,12 @@ use tracing::{error, info, warn};
     about = "Mount an elkfs filesystem (FUSE client)"
 )]
 struct Args {
-    /// Master address, host:port
+    /// Master address, host:port, or several separated by commas
     master: String,
     /// Where to mount
     mountpoint: PathBuf,
-    /// Mount options: ro, allow_other, attr_timeout=S, entry_timeout=S, threads=N
+    /// Mount options: ro, allow_other, attr_timeout=S, entry_timeout=S, threads=N,
+    /// master=ADDR (another master address; repeatable)
     #[arg(short = 'o', value_delimiter = ',', action = clap::ArgAction::Append)]
     options: Vec<String>,
 }
@@ -100,9 +102,11 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("tokio runtime")?;
     let client = format!("{}:{}", hostname(), mountpoint.display());
+    let mut masters = options::master_list(&args.master);
+    masters.extend(opts.masters.iter().cloned());
     let master = rt
-        .block_on(master_client::Master::connect(&args.master, client))
-        .with_context(|| format!("connecting to master {}", args.master))?;
+        .block_on(master_client::Master::connect(&masters, client))
+        .with_context(|| format!("connecting to master {}", masters.join(",")))?;
 
     let mut config = Config::default();
     config.mount_options = vec![
@@ -126,7 +130,7 @@ fn main() -> anyhow::Result<()> {
     let filesystem = fs::ElkFs::new(rt.handle().clone(), master, opts);
     let mut session = Session::new(filesystem, &mountpoint, &config)
         .with_context(|| format!("mounting {}", mountpoint.display()))?;
-    info!("mounted {} from {}", mountpoint.display(), args.master);
+    info!("mounted {} from {}", mountpoint.display(), masters.join(","));
 
     let mut unmounter = session.unmount_callable();
     let signal_mountpoint = mountpoint.clone();

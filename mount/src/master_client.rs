@@ -1,7 +1,9 @@
 //! The connection to the master. Every Meta call goes through [`Master::call`], which keeps
 //! retrying while the master is unreachable (e.g. restarting) and re-attaches the session
 //! (Hello with `resume_session` and the open inodes) once it answers again, so a master
-//! restart is invisible to applications.
+//! restart is invisible to applications. With several master addresses, the one that
+//! accepts the session is used; when it stops answering, the session moves to whichever
+//! answers next (a promoted standby), so a failover is invisible too.
 
 use elkfs_proto::limits::CHUNK_SIZE;
 use elkfs_proto::meta::meta_client::MetaClient;
@@ -13,7 +15,7 @@ use elkfs_proto::meta::{
 use elkfs_proto::{transport, FsError};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -25,7 +27,10 @@ const RETRY_FOR: Duration = Duration::from_secs(30);
 const KEEPALIVE: Duration = Duration::from_secs(10);
 
 pub struct Master {
-    client: MetaClient<Channel>,
+    /// Every master address with its client, in the order given.
+    masters: Vec<(String, MetaClient<Channel>)>,
+    /// Index in `masters` of the one that accepted the session.
+    active: AtomicUsize,
     name: String,
     session: AtomicU64,
     /// Set after a transport failure: the next call first re-attaches the session.
@@ -73,29 +78,50 @@ fn attr_of(reply: elkfs_proto::meta::AttrReply) -> Result<Attr, FsError> {
 }
 
 impl Master {
-    /// Connects and says Hello, retrying for a while if the master is not up yet (a whole
-    /// cluster may be starting at once).
-    pub async fn connect(addr: &str, name: String) -> Result<Master, FsError> {
-        let master = Master {
-            client: transport::meta_client(transport::latency_channel(addr)?),
+    fn new(addrs: &[String], name: String) -> Result<Master, FsError> {
+        if addrs.is_empty() {
+            return Err(FsError::Invalid("no master address".into()));
+        }
+        let masters = addrs
+            .iter()
+            .map(|a| {
+                Ok((
+                    a.clone(),
+                    transport::meta_client(transport::latency_channel(a)?),
+                ))
+            })
+            .collect::<Result<Vec<_>, FsError>>()?;
+        Ok(Master {
+            masters,
+            active: AtomicUsize::new(0),
             name,
             session: AtomicU64::new(0),
             reattach: AtomicBool::new(false),
             hello_lock: tokio::sync::Mutex::new(()),
             open: Mutex::new(HashMap::new()),
-        };
+        })
+    }
+
+    /// Connects to the first of `addrs` that accepts a session, retrying for a while if
+    /// none is up yet (a whole cluster may be starting at once).
+    pub async fn connect(addrs: &[String], name: String) -> Result<Master, FsError> {
+        let master = Master::new(addrs, name)?;
         let start = Instant::now();
         loop {
             match master.hello().await {
                 Ok(()) => break,
                 Err(FsError::Unavailable(e)) if start.elapsed() < RETRY_FOR => {
-                    warn!("master {addr} not reachable yet: {e}");
+                    warn!("no master reachable yet: {e}");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 Err(e) => return Err(e),
             }
         }
-        info!(session = master.session(), "connected to master {addr}");
+        info!(
+            session = master.session(),
+            "connected to master {}",
+            master.active_addr()
+        );
         Ok(master)
     }
 
@@ -103,14 +129,15 @@ impl Master {
     /// code that holds a `Master` but does not call it.
     #[cfg(test)]
     pub(crate) fn unconnected(addr: &str) -> Master {
-        Master {
-            client: transport::meta_client(transport::channel(addr).expect("channel")),
-            name: "test".into(),
-            session: AtomicU64::new(0),
-            reattach: AtomicBool::new(false),
-            hello_lock: tokio::sync::Mutex::new(()),
-            open: Mutex::new(HashMap::new()),
-        }
+        Master::new(&[addr.to_owned()], "test".into()).expect("channel")
+    }
+
+    fn active_addr(&self) -> &str {
+        &self.masters[self.active.load(Ordering::Relaxed)].0
+    }
+
+    fn client(&self) -> MetaClient<Channel> {
+        self.masters[self.active.load(Ordering::Relaxed)].1.clone()
     }
 
     pub fn session(&self) -> u64 {
@@ -152,13 +179,38 @@ impl Master {
         }
     }
 
+    /// Says Hello to the active master; if it is unreachable, to the others in turn, and
+    /// the first that answers becomes the active one.
     async fn hello(&self) -> Result<(), FsError> {
+        let first = self.active.load(Ordering::Relaxed);
+        let n = self.masters.len();
+        let mut last = None;
+        for i in (first..first + n).map(|i| i % n) {
+            let (addr, client) = &self.masters[i];
+            match self.hello_to(client.clone()).await {
+                Err(FsError::Unavailable(e)) => {
+                    debug!("master {addr} unavailable: {e}");
+                    last = Some(FsError::Unavailable(format!("{addr}: {e}")));
+                }
+                result => {
+                    if i != first && result.is_ok() {
+                        info!("master {addr} is now the active one");
+                        self.active.store(i, Ordering::Relaxed);
+                    }
+                    return result;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| FsError::Unavailable("no master address".into())))
+    }
+
+    async fn hello_to(&self, mut client: MetaClient<Channel>) -> Result<(), FsError> {
         let req = HelloRequest {
             client: self.name.clone(),
             resume_session: self.session(),
             open_inodes: self.open_inodes(),
         };
-        let reply = self.client.clone().hello(req).await?.into_inner();
+        let reply = client.hello(req).await?.into_inner();
         if reply.chunk_size != 0 && reply.chunk_size != CHUNK_SIZE {
             return Err(FsError::Invalid(format!(
                 "master uses chunk size {}, this client {}",
@@ -190,7 +242,7 @@ impl Master {
                         self.reattach.store(false, Ordering::Relaxed);
                     }
                 }
-                match f(self.client.clone(), self.session()).await {
+                match f(self.client(), self.session()).await {
                     Ok(reply) => Ok(reply.into_inner()),
                     Err(status) => Err(FsError::from(status)),
                 }

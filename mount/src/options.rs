@@ -15,6 +15,9 @@ pub struct MountOptions {
     pub attr_timeout: Duration,
     pub entry_timeout: Duration,
     pub threads: usize,
+    /// More master addresses (`master=ADDR`, repeatable), tried after the ones given
+    /// before the mountpoint.
+    pub masters: Vec<String>,
 }
 
 impl Default for MountOptions {
@@ -25,6 +28,7 @@ impl Default for MountOptions {
             attr_timeout: Duration::from_secs(1),
             entry_timeout: Duration::from_secs(1),
             threads: 4,
+            masters: Vec::new(),
         }
     }
 }
@@ -54,6 +58,7 @@ pub fn parse<'a>(
             ("allow_other", None) => o.allow_other = true,
             ("attr_timeout", Some(v)) => o.attr_timeout = seconds(key, v)?,
             ("entry_timeout", Some(v)) => o.entry_timeout = seconds(key, v)?,
+            ("master", Some(v)) if !v.is_empty() => o.masters.push(v.to_owned()),
             ("threads", Some(v)) => {
                 o.threads = v
                     .parse::<usize>()
@@ -67,6 +72,15 @@ pub fn parse<'a>(
     Ok((o, unknown))
 }
 
+/// The master list of the command line, `a:9520,b:9520` (empty pieces dropped).
+pub fn master_list(arg: &str) -> Vec<String> {
+    arg.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,7 +92,9 @@ mod tests {
             "allow_other",
             "attr_timeout=0.5",
             "threads=8",
+            "master=c:1",
             "_netdev",
+            "master=d:1",
         ])
         .unwrap();
         assert!(o.read_only && o.allow_other);
@@ -86,6 +102,8 @@ mod tests {
         assert_eq!(o.entry_timeout, Duration::from_secs(1));
         assert_eq!(o.threads, 8);
         assert_eq!(unknown, vec!["_netdev".to_string()]);
+        assert_eq!(o.masters, vec!["c:1", "d:1"]);
+        assert_eq!(master_list("a:1, b:2,"), vec!["a:1", "b:2"]);
         assert!(parse(["threads=0"]).is_err());
         assert!(parse(["attr_timeout=x"]).is_err());
     }

@@ -7,6 +7,7 @@
 //! * `elkfs getgoal|setgoal|fileinfo|checkfile PATH...`: goals and chunk copies of files,
 //!   asked of the master serving the mount PATH is on.
 //! * `elkfs maintenance on|off SERVER`: planned chunkserver restarts.
+//! * `elkfs promote ADDR`: a standby metalogger becomes the master.
 
 mod admin;
 mod daemon;
@@ -15,6 +16,7 @@ mod fileinfo;
 mod goal;
 mod maintenance;
 mod mounts;
+mod promote;
 mod status;
 mod target;
 mod up;
@@ -46,6 +48,8 @@ enum Cmd {
     Checkfile(fileinfo::CheckArgs),
     /// Suspend (on) or resume (off) re-replication for a chunkserver's planned restart.
     Maintenance(maintenance::Args),
+    /// Make a standby metalogger the master (ADDR: its control address).
+    Promote(promote::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,5 +62,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Fileinfo(args) => fileinfo::info(args),
         Cmd::Checkfile(args) => fileinfo::check(args),
         Cmd::Maintenance(args) => maintenance::run(args),
+        Cmd::Promote(args) => promote::run(args),
     }
 }
