@@ -6,13 +6,14 @@
 //! answers: a reachable master is either active (two masters would split the metadata)
 //! or ahead of this standby. Stop that master first.
 
+use crate::replica::Held;
 use elkfs_proto::admin::StatusRequest;
 use elkfs_proto::standby::standby_server::Standby;
 use elkfs_proto::standby::{
     PromoteReply, PromoteRequest, StandbyStatusReply, StandbyStatusRequest,
 };
 use elkfs_proto::{transport, FsError};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -50,8 +51,8 @@ pub struct PromoteOrder {
 
 pub struct Control {
     pub role: Mutex<Role>,
-    /// Metadata version held in memory (0: no image yet).
-    pub version: Arc<AtomicU64>,
+    /// Metadata held in memory.
+    pub held: Arc<Held>,
     pub following: Arc<Mutex<String>>,
     pub master_listen: String,
     /// The masters this standby follows (its own `master_listen` is skipped).
@@ -84,8 +85,8 @@ impl Control {
 
     async fn promote(&self) -> Result<PromoteReply, FsError> {
         let started = Instant::now();
-        let version = self.version.load(Ordering::Relaxed);
-        if version == 0 {
+        let version = self.held.version.load(Ordering::Relaxed);
+        if !self.held.loaded.load(Ordering::Relaxed) {
             return Err(FsError::Invalid(
                 "this standby has no metadata yet (no image received from a master)".into(),
             ));
@@ -143,7 +144,7 @@ impl Standby for ControlService {
             .clone();
         Ok(Response::new(StandbyStatusReply {
             role: c.role().name().into(),
-            version: c.version.load(Ordering::Relaxed),
+            version: c.held.version.load(Ordering::Relaxed),
             master_listen: c.master_listen.clone(),
             following,
         }))

@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(replica) = &replica {
         let control = Arc::new(Control {
             role: Mutex::new(Role::Standby),
-            version: replica.version_handle(),
+            held: replica.held(),
             following: following.clone(),
             master_listen: cfg.master_listen.clone(),
             masters: cfg.masters(),

@@ -8,7 +8,7 @@ use elkfs_proto::feed::FeedRecord;
 use elkfs_proto::FsError;
 use prost::Message;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,24 +28,35 @@ pub enum ReplicaError {
     Image(#[from] SnapshotError),
 }
 
+/// What the status call shows of a replica.
+#[derive(Default)]
+pub struct Held {
+    /// An image has been loaded (version 0 is a valid, empty filesystem).
+    pub loaded: AtomicBool,
+    /// The version applied.
+    pub version: AtomicU64,
+}
+
 pub struct Replica {
     state: Option<State>,
-    /// The version applied, for the status call (0: no image yet).
-    version: Arc<AtomicU64>,
+    held: Arc<Held>,
 }
 
 impl Replica {
     /// Start from what the data directory held (`None`: wait for the master's image).
     pub fn new(state: Option<State>) -> Replica {
-        let version = state.as_ref().map_or(0, |s| s.version);
+        let held = Held {
+            loaded: AtomicBool::new(state.is_some()),
+            version: AtomicU64::new(state.as_ref().map_or(0, |s| s.version)),
+        };
         Replica {
             state,
-            version: Arc::new(AtomicU64::new(version)),
+            held: Arc::new(held),
         }
     }
 
-    pub fn version_handle(&self) -> Arc<AtomicU64> {
-        self.version.clone()
+    pub fn held(&self) -> Arc<Held> {
+        self.held.clone()
     }
 
     /// Apply consecutive records, as the master did.
@@ -72,7 +83,7 @@ impl Replica {
                     version: r.version,
                     error,
                 })?;
-            self.version.store(r.version, Ordering::Relaxed);
+            self.held.version.store(r.version, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -84,7 +95,8 @@ impl Replica {
             return Ok(());
         }
         let state = snapshot::load(path)?;
-        self.version.store(state.version, Ordering::Relaxed);
+        self.held.version.store(state.version, Ordering::Relaxed);
+        self.held.loaded.store(true, Ordering::Relaxed);
         self.state = Some(state);
         Ok(())
     }
@@ -125,7 +137,7 @@ mod tests {
     fn applies_records_in_order_and_refuses_gaps() {
         let mut r = Replica::new(Some(State::new(1, Ts::default())));
         r.apply(&[mknod(1, "a"), mknod(2, "b")]).expect("apply");
-        assert_eq!(r.version_handle().load(Ordering::Relaxed), 2);
+        assert_eq!(r.held().version.load(Ordering::Relaxed), 2);
         assert!(matches!(
             r.apply(&[mknod(4, "c")]),
             Err(ReplicaError::Discontinuous { have: 2, got: 4 })

@@ -130,7 +130,11 @@ fn main() -> anyhow::Result<()> {
     let filesystem = fs::ElkFs::new(rt.handle().clone(), master, opts);
     let mut session = Session::new(filesystem, &mountpoint, &config)
         .with_context(|| format!("mounting {}", mountpoint.display()))?;
-    info!("mounted {} from {}", mountpoint.display(), masters.join(","));
+    info!(
+        "mounted {} from {}",
+        mountpoint.display(),
+        masters.join(",")
+    );
 
     let mut unmounter = session.unmount_callable();
     let signal_mountpoint = mountpoint.clone();

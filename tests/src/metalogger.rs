@@ -1,8 +1,10 @@
-//! A real `elkfs-metalogger` following a test cluster's master, and `elkfs-metarestore`
-//! runs on data directories.
+//! A real `elkfs-metalogger` following a test cluster's master (or a standby ready to
+//! take over), `elkfs-metarestore` runs on data directories, and the pieces of a cluster
+//! that know both master addresses (chunkservers, mounts) for failover tests.
 
 use crate::bins::bin;
 use crate::cluster::{Cluster, START_TIMEOUT};
+use crate::mount::Mount;
 use crate::process::Daemon;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,8 @@ use std::time::{Duration, Instant};
 pub struct Metalogger {
     name: String,
     master: String,
+    /// `--standby` arguments (control address, master address once promoted).
+    standby: Option<(String, String)>,
     dir: PathBuf,
     log: PathBuf,
     daemon: Option<Daemon>,
@@ -24,12 +28,39 @@ impl Metalogger {
         let mut m = Metalogger {
             name: name.to_owned(),
             master: cluster.master_addr(),
+            standby: None,
             dir: cluster.dir().join(name),
             log: cluster.log_path(name),
             daemon: None,
         };
         m.restart();
         m
+    }
+
+    /// A standby of `cluster`'s master: control service on port 9521 and master address
+    /// port 9522 of the cluster's IP.
+    pub fn start_standby(cluster: &Cluster, name: &str) -> Metalogger {
+        let ip = cluster.ip();
+        let mut m = Metalogger {
+            name: name.to_owned(),
+            master: cluster.master_addr(),
+            standby: Some((format!("{ip}:9521"), format!("{ip}:9522"))),
+            dir: cluster.dir().join(name),
+            log: cluster.log_path(name),
+            daemon: None,
+        };
+        m.restart();
+        m
+    }
+
+    /// A standby's control address (for `elkfs promote`).
+    pub fn control(&self) -> &str {
+        self.standby.as_ref().map_or("", |s| s.0.as_str())
+    }
+
+    /// A standby's address as master once promoted.
+    pub fn master_listen(&self) -> &str {
+        self.standby.as_ref().map_or("", |s| s.1.as_str())
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -47,6 +78,16 @@ impl Metalogger {
             "--name".into(),
             self.name.clone().into(),
         ];
+        let mut args = args;
+        if let Some((control, listen)) = &self.standby {
+            args.extend([
+                "--standby".into(),
+                "--control".into(),
+                control.into(),
+                "--master-listen".into(),
+                listen.into(),
+            ]);
+        }
         self.daemon = Some(Daemon::spawn(
             &self.name,
             &bin("elkfs-metalogger"),
@@ -197,4 +238,57 @@ pub fn set_master_option(cluster: &Cluster, line: &str) {
     conf.push_str(line);
     conf.push('\n');
     std::fs::write(&path, conf).expect("writing master.toml");
+}
+
+/// `elkfs promote ADDR` (with `--status`: only the standby's state).
+pub fn promote(control: &str, status_only: bool) -> Restore {
+    let mut cmd = Command::new(bin("elkfs"));
+    cmd.arg("promote").arg(control);
+    if status_only {
+        cmd.arg("--status");
+    }
+    let out = cmd.output().expect("running elkfs promote");
+    Restore {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Chunkserver `i` of a failover test, registering with every address of `masters`
+/// (comma-separated), data in `<cluster dir>/fcs<i>`. Killed when dropped.
+pub fn spawn_chunkserver(cluster: &Cluster, i: usize, masters: &str) -> Daemon {
+    let dir = cluster.dir().join(format!("fcs{i}"));
+    std::fs::create_dir_all(&dir).expect("creating chunkserver dir");
+    let args: Vec<OsString> = vec![
+        "--listen".into(),
+        format!("{}:{}", cluster.ip(), 9530 + i).into(),
+        "--master".into(),
+        masters.into(),
+        "--data".into(),
+        dir.into(),
+        "--reserve-bytes".into(),
+        (64u64 << 20).to_string().into(),
+    ];
+    let name = format!("fcs{i}");
+    Daemon::spawn(
+        &name,
+        &bin("elkfs-chunkserver"),
+        &args,
+        &cluster.log_path(&name),
+    )
+}
+
+/// A FUSE mount given the master list `masters` (comma-separated) at `<cluster dir>/<name>`.
+pub fn mount_masters<'c>(cluster: &'c Cluster, name: &str, masters: &str) -> Mount<'c> {
+    let path = cluster.dir().join(name);
+    std::fs::create_dir(&path).expect("creating mountpoint");
+    let args: Vec<OsString> = vec![
+        masters.into(),
+        path.clone().into(),
+        "-o".into(),
+        "allow_other".into(),
+    ];
+    let daemon = Daemon::spawn(name, &bin("elkfs-mount"), &args, &cluster.log_path(name));
+    Mount::wait_ready(cluster, path, daemon)
 }

@@ -1,0 +1,115 @@
+//! Standby promotion with real processes: kill -9 of the master in the middle of a copy,
+//! `elkfs promote` of the standby, and the copy finishes without an error and reads back
+//! identical. Mounts and chunkservers know both master addresses.
+
+use elkfs_tests::fsutil::Rng;
+use elkfs_tests::metalogger::{mount_masters, promote, spawn_chunkserver, Metalogger};
+use elkfs_tests::{admin_status, Cluster, Opts};
+use std::path::Path;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const FILES: usize = 48;
+const FILE_SIZE: usize = 1 << 20;
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(50));
+    }
+}
+
+fn connected_servers(master: &str) -> usize {
+    admin_status(master).map_or(0, |s| s.servers.iter().filter(|s| s.connected).count())
+}
+
+fn write_sources(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("source dir");
+    let mut rng = Rng::new("failover-src");
+    for i in 0..FILES {
+        let mut data = vec![0u8; FILE_SIZE];
+        rng.fill(&mut data);
+        std::fs::write(dir.join(format!("f{i:03}")), data).expect("writing a source file");
+    }
+}
+
+#[test]
+fn copy_survives_kill_of_the_master_and_promotion_of_the_standby() {
+    let cluster = Cluster::start(Opts {
+        chunkservers: 0,
+        root_goal: Some(2),
+        ..Opts::default()
+    });
+    let mut standby = Metalogger::start_standby(&cluster, "standby");
+    standby.wait_following();
+    let masters = format!("{},{}", cluster.master_addr(), standby.master_listen());
+    let _chunkservers: Vec<_> = (0..3)
+        .map(|i| spawn_chunkserver(&cluster, i, &masters))
+        .collect();
+    wait_for("3 chunkservers on the master", || {
+        connected_servers(&cluster.master_addr()) == 3
+    });
+
+    let refused = promote(standby.control(), false);
+    assert_ne!(refused.code, Some(0), "promoted while the master runs");
+    assert!(
+        refused.stderr.contains("still active"),
+        "unclear refusal: {}",
+        refused.stderr
+    );
+
+    let src = cluster.dir().join("src");
+    write_sources(&src);
+    let mount = mount_masters(&cluster, "mnt", &masters);
+    let dst = mount.join("copy");
+    let mut cp = Command::new("cp")
+        .arg("-r")
+        .arg(&src)
+        .arg(&dst)
+        .spawn()
+        .expect("starting cp");
+    wait_for("the copy to start", || {
+        std::fs::read_dir(&dst).is_ok_and(|d| d.count() >= 4)
+    });
+    cluster.kill_master();
+    let promoted = promote(standby.control(), false);
+    assert_eq!(
+        promoted.code,
+        Some(0),
+        "promotion failed: {}{}",
+        promoted.stdout,
+        promoted.stderr
+    );
+    let status = cp.wait().expect("waiting for cp");
+    assert!(status.success(), "cp failed across the failover: {status}");
+
+    for i in 0..FILES {
+        let name = format!("f{i:03}");
+        let want = std::fs::read(src.join(&name)).expect("source");
+        let got = std::fs::read(dst.join(&name)).expect("copy");
+        assert!(got == want, "{name} differs after the failover");
+    }
+    let again = promote(standby.control(), false);
+    assert_ne!(again.code, Some(0), "promoted twice");
+    assert!(
+        again.stderr.contains("already promoted"),
+        "unclear error for a second promotion: {}",
+        again.stderr
+    );
+    let state = admin_status(standby.master_listen()).expect("the new master answers");
+    assert!(state.metadata_version > 0);
+}
+
+#[test]
+fn mount_starts_when_the_first_listed_master_is_down() {
+    let cluster = Cluster::start(Opts::default());
+    // Nothing listens on port 9599 of the cluster's address.
+    let masters = format!("{}:9599,{}", cluster.ip(), cluster.master_addr());
+    let mount = mount_masters(&cluster, "mnt", &masters);
+    let mut data = vec![0u8; 3 << 20];
+    Rng::new("first-down").fill(&mut data);
+    std::fs::write(mount.join("f"), &data).expect("write");
+    assert!(std::fs::read(mount.join("f")).expect("read") == data);
+}
