@@ -60,8 +60,10 @@ impl Master {
                 "no valid copy of chunk {chunk} is online"
             )));
         }
-        // Spread readers of different chunks over the copies; damaged copies are the last
-        // resort (their intact blocks still read).
+        // Spread readers of different chunks over the copies, from an order that does not
+        // depend on history (by address, as fileinfo lists them); damaged copies are the
+        // last resort (their intact blocks still read).
+        servers.sort_by_key(|&s| inner.cluster.addr(s));
         let n = servers.len().max(1);
         servers.rotate_left(((ino ^ index) as usize) % n);
         servers.extend(damaged);
