@@ -58,7 +58,7 @@ async fn send_pieces(
     reader: Arc<ChunkReader>,
     tx: &mpsc::Sender<Result<FetchPiece, Status>>,
 ) -> Result<u64, FsError> {
-    let len = reader.len();
+    let len = reader.length();
     let mut offset = 0;
     loop {
         let (store, r) = (ctx.store.clone(), reader.clone());

@@ -102,7 +102,7 @@ impl Scrubber {
             .await?,
         );
         let mut offset = 0;
-        while offset < reader.len() {
+        while offset < reader.length() {
             let (store, r) = (self.store.clone(), reader.clone());
             let (data, _) = blocking(move || store.read_piece(&r, offset, STEP)).await?;
             offset += data.len() as u64;

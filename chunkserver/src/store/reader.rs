@@ -25,12 +25,8 @@ impl ChunkReader {
     }
 
     /// The chunk's length when it was opened.
-    pub fn len(&self) -> u64 {
+    pub fn length(&self) -> u64 {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// See [`ChunkFile::drop_cache`].
