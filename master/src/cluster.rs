@@ -174,6 +174,13 @@ impl Cluster {
         damaged
     }
 
+    /// Whether `server` is still to list the bucket of `chunk` for its registration.
+    pub fn listing(&self, server: u64, chunk: u64) -> bool {
+        self.servers
+            .get(&server)
+            .is_some_and(|s| s.pending.contains(&bucket_of(chunk)))
+    }
+
     /// Reconcile part of a server's bucket listing with the metadata's chunk versions
     /// (`known`). The server's copies in the buckets it lists are replaced by the listing;
     /// once `done`, buckets asked for but not listed are empty on the server.

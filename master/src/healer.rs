@@ -34,6 +34,9 @@ struct Order {
 }
 
 pub async fn run(master: Arc<Master>) {
+    // After a (re)start the master knows no copies until the chunkservers have registered
+    // again: give them the time a live server has to show up before healing anything.
+    tokio::time::sleep(Duration::from_secs(master.config.chunkserver_timeout_secs)).await;
     let wake = Arc::new(Notify::new());
     let mut tick = tokio::time::interval(PASS_EVERY);
     loop {
@@ -222,9 +225,10 @@ async fn replicate(master: Arc<Master>, wake: Arc<Notify>, mut o: Order) {
             );
             let again = Instant::now() + RETRY_PAUSE;
             inner.cluster.retry_after.insert(o.chunk, again);
-            if e == FsError::Exists {
-                // The destination holds a copy the master does not know of, perhaps this
-                // version from an earlier order that timed out: drop that one if so.
+            if e == FsError::Exists && !inner.cluster.listing(o.dest, o.chunk) {
+                // The destination holds a copy the master does not know of (and is not
+                // about to learn of from its registration), perhaps this version from an
+                // earlier order that timed out: drop that one if so.
                 master.queue_delete(o.dest, o.chunk, o.version);
             }
         }
