@@ -4,6 +4,7 @@
 //! * [`frame`], [`changelog`], [`snapshot`], [`recovery`], [`files`]: durable formats,
 //!   group commit, images, start-up replay.
 //! * [`cluster`], [`placement`], [`sessions`]: soft state rebuilt after a restart.
+//! * [`planner`]: what healing does next (pure); [`healer`]: carries it out.
 //! * [`feed`]: what metaloggers follow (image, records, acks).
 //! * [`core`]: the running master; [`ops`]: what each request does;
 //!   [`service`]: gRPC adapters; [`server`]: serving them; [`config`]: settings.

@@ -375,3 +375,64 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Rebalancing alone (everything at goal, every server connected): moves go from the
+    /// fullest server to emptier ones, the extra copies are then removed, and it comes to
+    /// rest with usage within the threshold or with nothing left to move.
+    #[test]
+    fn rebalancing_comes_to_rest(
+        servers in 2u64..5,
+        chunks in prop::collection::vec((1u32..3, 1u64..5), 10..60),
+    ) {
+        // Each copy uses 1% of a disk: the 10-point threshold is 10 copies, more than a
+        // pass moves.
+        let unit = GIB;
+        let mut copies: Vec<(u32, Vec<Copy>)> = chunks
+            .into_iter()
+            .map(|(goal, second)| {
+                let mut c = vec![copy(1, 1)];
+                if goal == 2 {
+                    c.push(copy(2 + second % (servers - 1), 1));
+                }
+                (goal, c)
+            })
+            .collect();
+        let views = |copies: &[(u32, Vec<Copy>)]| -> Vec<ServerView> {
+            (1..=servers)
+                .map(|id| {
+                    let n = copies.iter().filter(|(_, c)| c.iter().any(|c| c.server == id)).count() as u64;
+                    ServerView { used: n * unit, avail: (100 - n) * unit, chunks: n, ..server(id) }
+                })
+                .collect()
+        };
+        let mut rested = false;
+        for _round in 0..400 {
+            let sv = views(&copies);
+            let chunk_views = copies.iter().enumerate().map(|(i, (goal, c))| ChunkView {
+                id: i as u64, version: 1, goal: *goal, hold: false, copies: c,
+            });
+            let actions = plan(&sv, chunk_views, &InFlight::default(), &limits());
+            if actions.is_empty() {
+                rested = true;
+                break;
+            }
+            for (chunk, _, dest) in replications(&actions) {
+                let c = &mut copies[chunk as usize].1;
+                prop_assert!(!c.iter().any(|c| c.server == dest));
+                c.push(copy(dest, 1));
+            }
+            for (chunk, server, why) in deletions(&actions) {
+                prop_assert_eq!(why, Why::Extra);
+                copies[chunk as usize].1.retain(|c| c.server != server);
+            }
+            for (goal, c) in &copies {
+                prop_assert!(c.len() >= *goal as usize);
+            }
+        }
+        prop_assert!(rested, "rebalancing did not come to rest");
+        for (goal, c) in &copies {
+            prop_assert_eq!(c.len(), *goal as usize);
+        }
+    }
+}
