@@ -9,7 +9,9 @@ use std::path::PathBuf;
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The master's gRPC address, or several separated by commas: the one that accepts
-    /// the feed is followed, and after a failure whichever answers next.
+    /// the feed is followed, and after a failure whichever answers next. In the file also
+    /// a list: `master = ["a:9520", "b:9520"]`.
+    #[serde(deserialize_with = "address_list")]
     pub master: String,
     /// Where the image and changelog copies are kept.
     pub data_dir: PathBuf,
@@ -133,6 +135,20 @@ impl Config {
     }
 }
 
+/// `master` in the file: one string (possibly comma-separated) or a list of strings.
+fn address_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match List::deserialize(d)? {
+        List::One(s) => s,
+        List::Many(v) => v.join(","),
+    })
+}
+
 /// `a,b , c` → `["a", "b", "c"]` (empty pieces dropped).
 pub fn split_addresses(list: &str) -> Vec<String> {
     list.split(',')
@@ -154,5 +170,7 @@ mod tests {
         assert_eq!(c.masters(), vec!["x:1", "y:2"]);
         assert!(c.standby);
         assert!(Config::load(Args::parse_from(["m", "--master", ","])).is_err());
+        let file: Config = toml::from_str("master = [\"p:1\", \"q:2\"]").expect("toml");
+        assert_eq!(file.masters(), vec!["p:1", "q:2"]);
     }
 }
