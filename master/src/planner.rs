@@ -267,7 +267,13 @@ pub fn plan<'a>(
     }
     let mut busy = in_flight.clone();
     needy.sort_by_key(|n| (n.valid.len(), std::cmp::Reverse(n.missing), n.id));
-    let healing = !needy.is_empty();
+    // Chunks no server can take another copy of (goal above the servers there are) do not
+    // hold rebalancing up.
+    let healing = needy.iter().any(|n| {
+        servers
+            .iter()
+            .any(|s| s.takes_copies() && !n.holders.contains(&s.id))
+    });
     for n in needy {
         if busy.len() >= limits.total {
             break;

@@ -216,6 +216,15 @@ fn rebalance_moves_from_fullest_to_emptiest_only_when_healthy() {
         &limits(),
     );
     assert_eq!(replications(&actions), vec![(8, 2, 3)]);
+    // A chunk that wants more copies than there are servers does not stop it.
+    let everywhere = [copy(1, 1), copy(2, 1), copy(3, 1)];
+    let actions = plan(
+        &servers,
+        [chunk(7, 2, &copies), chunk(8, 4, &everywhere)],
+        &InFlight::default(),
+        &limits(),
+    );
+    assert_eq!(replications(&actions), vec![(7, 1, 3)]);
     // The move's second half: the extra copy goes from the fullest server.
     let moved = [copy(1, 1), copy(2, 1), copy(3, 1)];
     let actions = plan(
