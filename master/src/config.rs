@@ -53,7 +53,7 @@ impl Default for Config {
             sync_metaloggers: 0,
             sync_metaloggers_timeout_ms: 5000,
             replication_grace_secs: 60,
-            replications_per_server: 4,
+            replications_per_server: 2,
             replications_total: 64,
             replication_timeout_secs: 120,
             rebalance_threshold_pct: 10,

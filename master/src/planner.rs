@@ -26,17 +26,21 @@ pub struct ServerView {
 }
 
 impl ServerView {
-    /// Used share of the disk in parts per million (0 for a server reporting no disk).
     fn usage_ppm(&self) -> u64 {
-        if self.total == 0 {
-            return 0;
-        }
-        (u128::from(self.used) * 1_000_000 / u128::from(self.total)) as u64
+        usage_ppm(self.used, self.total)
     }
 
     fn takes_copies(&self) -> bool {
         self.connected && !self.maintenance && self.avail > 0
     }
+}
+
+/// Used share of a disk in parts per million (0 for a server reporting no disk).
+fn usage_ppm(used: u64, total: u64) -> u64 {
+    if total == 0 {
+        return 0;
+    }
+    (u128::from(used) * 1_000_000 / u128::from(total)) as u64
 }
 
 /// One chunk as the metadata and the cluster see it.
@@ -201,7 +205,15 @@ pub fn plan<'a>(
     limits: &Limits,
 ) -> Vec<Action> {
     let by_id: HashMap<u64, &ServerView> = servers.iter().map(|s| (s.id, s)).collect();
-    let usage = |id: &u64| by_id.get(id).map_or(0, |s| s.usage_ppm());
+    // Copies deleted so far in this pass, so extras spread over the fullest servers rather
+    // than all coming from one.
+    let mut freed: HashMap<u64, u64> = HashMap::new();
+    let usage = |id: &u64, freed: &HashMap<u64, u64>| {
+        by_id.get(id).map_or(0, |s| {
+            let gone = freed.get(id).copied().unwrap_or(0) * elkfs_proto::limits::CHUNK_SIZE;
+            usage_ppm(s.used.saturating_sub(gone), s.total)
+        })
+    };
     let movable = rebalance_pair(servers, limits);
     let mut actions = Vec::new();
     let mut deletes = 0;
@@ -250,9 +262,10 @@ pub fn plan<'a>(
         let mut valid = a.valid;
         if valid.len() > goal {
             // Fullest servers first.
-            valid.sort_by_key(|s| (std::cmp::Reverse(usage(s)), *s));
+            valid.sort_by_key(|s| (std::cmp::Reverse(usage(s, &freed)), *s));
             for &server in &valid[..valid.len() - goal] {
                 delete(server, chunk.version, Why::Extra);
+                *freed.entry(server).or_default() += 1;
             }
         } else if let Some((full, emptier)) = &movable {
             if moves.len() < limits.rebalance_batch && valid.contains(full) {

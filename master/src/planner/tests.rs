@@ -184,6 +184,17 @@ fn extras_go_from_the_fullest_servers_and_stale_copies_are_deleted() {
 }
 
 #[test]
+fn extras_of_many_chunks_spread_over_equally_full_servers() {
+    let servers = vec![server(1), server(2), server(3)];
+    let copies = [copy(1, 1), copy(2, 1), copy(3, 1)];
+    let chunks = (0..10).map(|id| chunk(id, 2, &copies));
+    let actions = plan(&servers, chunks, &InFlight::default(), &limits());
+    let per_server = |s| deletions(&actions).iter().filter(|d| d.1 == s).count();
+    assert_eq!(deletions(&actions).len(), 10);
+    assert!((1..=3).all(|s| per_server(s) <= 4), "{actions:?}");
+}
+
+#[test]
 fn leased_and_busy_chunks_are_left_alone() {
     let servers = vec![server(1), server(2)];
     let copies = [copy(1, 1)];
