@@ -411,7 +411,7 @@ impl FileWriter {
             let unsynced: Vec<_> = lock(&self.unsynced).drain().collect();
             for (index, target) in unsynced {
                 let synced = match current(&self.ctx, self.ino, index, target.clone()).await {
-                    Ok(Some(t)) => sync_only(&self.ctx, &t).await,
+                    Ok(Some(t)) => sync_chunk(&self.ctx, self.ino, index, t).await,
                     Ok(None) => Ok(()),
                     Err(e) => Err(e),
                 };
@@ -455,6 +455,57 @@ async fn current(
         chain: r.locations,
         recheck: false,
     }))
+}
+
+/// Makes a chunk whose write stream already ended durable. A chain member that died since
+/// cannot sync: the master moves the chunk to a new version on the survivors (which fsync
+/// it as they take the version), so the copy that missed the sync is stale from then on
+/// and healed like any lost copy.
+async fn sync_chunk(ctx: &WriteCtx, ino: u64, index: u64, mut t: Target) -> Result<(), FsError> {
+    let mut failed = Vec::new();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let e = match sync_only(ctx, &t).await {
+            Ok(()) => return Ok(()),
+            Err(e @ (FsError::Unavailable(_) | FsError::Io(_))) if attempt < MAX_ATTEMPTS => e,
+            Err(e) => return Err(e),
+        };
+        if let Some(id) = failed_server(&e, &t.chain) {
+            failed.push(id);
+        }
+        warn!(
+            ino,
+            index,
+            attempt,
+            ?failed,
+            "sync of chunk {} failed, moving it to the servers left: {e}",
+            t.chunk_id
+        );
+        let r = ctx.master.write_chunk(ino, index, failed.clone()).await?;
+        // Nothing is written under this lease: give it back at once.
+        let end = WriteEndRequest {
+            ino,
+            index,
+            chunk_id: r.chunk_id,
+            session: 0,
+            file_size: 0,
+            failed: true,
+        };
+        if let Err(e) = ctx.master.write_end(end).await {
+            debug!(ino, index, "releasing the sync lease failed: {e}");
+        }
+        if r.chunk_id != t.chunk_id {
+            // The file no longer has this chunk there: nothing of ours left to sync.
+            return Ok(());
+        }
+        t = Target {
+            chunk_id: r.chunk_id,
+            version: r.version,
+            chain: r.locations,
+            recheck: false,
+        };
+    }
 }
 
 /// Sends only a WriteSync down the chain of a chunk whose write stream already ended.
