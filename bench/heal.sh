@@ -15,7 +15,9 @@
 #
 # Settings, chosen so neither system waits by configuration rather than by work:
 #   elkfs:   chunkserver_timeout_secs = 2, replication_grace_secs = 0 (start at once),
-#            replications_per_server = 4 (default), rebalance off.
+#            replications_per_server = 4 (default) and chunkserver max_replications = 4
+#            (default 2: with 2 the chunkservers refuse half of the master's orders), rebalance
+#            off.
 #   MooseFS: CHUNKS_LOOP_MIN_TIME = 1 (default 300: the chunk loop would spread the work over
 #            5 minutes), CHUNKS_WRITE_REP_LIMIT = CHUNKS_READ_REP_LIMIT = 4,4,4,4 (4 at a
 #            time per server as destination and as source, like elkfs; defaults 2,1,1,4 and
@@ -128,11 +130,12 @@ replication_grace_secs = 0
 replications_per_server = 4
 rebalance_threshold_pct = 100
 EOF
+  echo "max_replications = 4" >"$WORK/chunkserver.toml"
   elk_start master "$BIN/elkfs-master" --config "$WORK/master.toml"
   local i
   for i in 0 1 2; do
     mkdir -p "$WORK/cs$i"
-    elk_start "cs$i" "$BIN/elkfs-chunkserver" --listen "$ELK_IP:$((9530 + i))" \
+    elk_start "cs$i" "$BIN/elkfs-chunkserver" --config "$WORK/chunkserver.toml" --listen "$ELK_IP:$((9530 + i))" \
       --master "$ELK_IP:9520" --data "$WORK/cs$i"
   done
   sleep 2
