@@ -3,6 +3,7 @@
 
 use crate::cluster::Cluster;
 use elkfs_proto::admin::{CopyState, FileInfoReply, InodeRequest};
+use elkfs_proto::meta::ChunkRequest;
 use elkfs_proto::transport;
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
@@ -29,6 +30,30 @@ pub fn file_info(master: &str, ino: u64) -> anyhow::Result<FileInfoReply> {
             .file_info(InodeRequest { ino })
             .await?;
         Ok(reply.into_inner())
+    })
+}
+
+/// The servers (addresses) Meta.ReadChunk offers for chunk `index` of `ino`, in the order
+/// a reader tries them.
+pub fn read_locations(master: &str, ino: u64, index: u64) -> anyhow::Result<Vec<String>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let channel = transport::channel(master)?;
+        let reply = transport::meta_client(channel)
+            .read_chunk(ChunkRequest {
+                ino,
+                index,
+                ..ChunkRequest::default()
+            })
+            .await?;
+        Ok(reply
+            .into_inner()
+            .locations
+            .into_iter()
+            .map(|l| l.addr)
+            .collect())
     })
 }
 

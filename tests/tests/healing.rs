@@ -4,7 +4,8 @@
 
 use elkfs_proto::admin::CopyState;
 use elkfs_tests::copies::{
-    at_goal, disk_copies, disks_at_goal, file_info, ino, rot, wait_files, HEAL_TIMEOUT,
+    at_goal, disk_copies, disks_at_goal, file_info, ino, read_locations, rot, wait_files,
+    HEAL_TIMEOUT,
 };
 use elkfs_tests::fsutil::{assert_same_bytes, Rng};
 use elkfs_tests::netns::Netns;
@@ -59,21 +60,21 @@ fn wait_healed(c: &Cluster, what: &str, ino: u64, goal: usize, content: &[u8]) {
     });
 }
 
-/// Rots the copy of the file's first chunk on the server the master lists first: the
-/// client tries copies in the master's order, so a reader meets this one. Replaced means
-/// [`disks_at_goal`] holds again: that file is then gone or has the right bytes.
+/// Rots the copy of the file's first chunk that a reader tries first (the master's order),
+/// in two blocks. Replaced means [`disks_at_goal`] holds again: that file is then gone or
+/// has the right bytes.
 fn rot_first_copy(c: &Cluster, ino: u64) {
     let info = file_info(&c.master_addr(), ino).expect("fileinfo");
     let chunk = &info.chunks[0];
-    let first = &chunk.copies[0];
-    let server = c
-        .chunkserver_index(&first.addr)
-        .unwrap_or_else(|| panic!("unknown server {}", first.addr));
+    let first = read_locations(&c.master_addr(), ino, 0).expect("read locations");
+    let server = first
+        .first()
+        .and_then(|addr| c.chunkserver_index(addr))
+        .unwrap_or_else(|| panic!("no known server among {first:?}"));
     let copy = disk_copies(c, chunk.chunk_id)
         .into_iter()
         .find(|d| d.server == server && d.version == chunk.version)
         .expect("the listed copy is on that server's disk");
-    // Two blocks: one early, one late in the chunk.
     rot(&copy.path, &[1000, 5 * MIB as u64 + 77]);
 }
 
