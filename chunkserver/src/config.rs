@@ -2,6 +2,7 @@
 //! has a default.
 
 use clap::Parser;
+use elkfs_proto::transport::address_list;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -77,17 +78,6 @@ pub struct Config {
     pub scrub_pause_secs: u64,
 }
 
-/// Splits comma-separated addresses, dropping blanks.
-fn split_addrs<'a>(items: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    items
-        .into_iter()
-        .flat_map(|s| s.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
@@ -126,8 +116,8 @@ impl Config {
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             masters: match (&args.master, &file.master) {
-                (Some(m), _) | (None, Some(Masters::One(m))) => split_addrs([m.as_str()]),
-                (None, Some(Masters::Many(v))) => split_addrs(v.iter().map(String::as_str)),
+                (Some(m), _) | (None, Some(Masters::One(m))) => address_list(m),
+                (None, Some(Masters::Many(v))) => v.iter().flat_map(|m| address_list(m)).collect(),
                 (None, None) => vec![DEFAULT_MASTER.to_owned()],
             },
             data_dirs,

@@ -85,7 +85,7 @@ pub const DEFAULT_CONTROL_PORT: u16 = 9521;
 impl Config {
     /// The master addresses to follow, in order of preference.
     pub fn masters(&self) -> Vec<String> {
-        split_addresses(&self.master)
+        elkfs_proto::transport::address_list(&self.master)
     }
 
     pub fn load(args: Args) -> anyhow::Result<Config> {
@@ -149,22 +149,12 @@ fn address_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Err
     })
 }
 
-/// `a,b , c` → `["a", "b", "c"]` (empty pieces dropped).
-pub fn split_addresses(list: &str) -> Vec<String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn master_lists() {
-        assert_eq!(split_addresses("a:1, b:2,,"), vec!["a:1", "b:2"]);
         let args = Args::parse_from(["m", "--master", "x:1,y:2", "--standby"]);
         let c = Config::load(args).expect("config");
         assert_eq!(c.masters(), vec!["x:1", "y:2"]);

@@ -102,7 +102,7 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("tokio runtime")?;
     let client = format!("{}:{}", hostname(), mountpoint.display());
-    let mut masters = options::master_list(&args.master);
+    let mut masters = elkfs_proto::transport::address_list(&args.master);
     masters.extend(opts.masters.iter().cloned());
     let master = rt
         .block_on(master_client::Master::connect(&masters, client))

@@ -72,15 +72,6 @@ pub fn parse<'a>(
     Ok((o, unknown))
 }
 
-/// The master list of the command line, `a:9520,b:9520` (empty pieces dropped).
-pub fn master_list(arg: &str) -> Vec<String> {
-    arg.split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,7 +94,6 @@ mod tests {
         assert_eq!(o.threads, 8);
         assert_eq!(unknown, vec!["_netdev".to_string()]);
         assert_eq!(o.masters, vec!["c:1", "d:1"]);
-        assert_eq!(master_list("a:1, b:2,"), vec!["a:1", "b:2"]);
         assert!(parse(["threads=0"]).is_err());
         assert!(parse(["attr_timeout=x"]).is_err());
     }

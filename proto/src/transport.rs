@@ -134,3 +134,22 @@ pub fn feed_service<T: feed::feed_server::Feed>(svc: T) -> feed::feed_server::Fe
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
 }
+
+/// A list of addresses as every command line and config takes it: `a:9520,b:9520`
+/// (blanks around and empty pieces dropped).
+pub fn address_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn address_lists_drop_blanks() {
+        assert_eq!(super::address_list("a:1, b:2,,"), vec!["a:1", "b:2"]);
+        assert!(super::address_list(" , ").is_empty());
+    }
+}

@@ -12,14 +12,7 @@ use tonic::{Code, Response, Status};
 
 pub type Client = AdminClient<Channel>;
 
-/// `a:9520,b:9520` as a list (empty pieces dropped).
-pub fn master_list(arg: &str) -> Vec<String> {
-    arg.split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
+pub use elkfs_proto::transport::address_list as master_list;
 
 /// Admin clients by master address, connected at their first call and then reused.
 #[derive(Default)]
