@@ -197,6 +197,21 @@ fn partitioned_chunkserver_ends_stale_and_the_cluster_converges() {
                 })
         },
     );
+    // On the cut-off server's disk the first chunk (written before the cut) is behind.
+    let info = file_info(&c.master_addr(), ino).expect("fileinfo");
+    let on_cut_off: Vec<_> = disk_copies(&c, info.chunks[0].chunk_id)
+        .into_iter()
+        .filter(|d| d.server == 2)
+        .collect();
+    let behind = !on_cut_off.is_empty()
+        && on_cut_off
+            .iter()
+            .all(|d| d.version < info.chunks[0].version);
+    assert!(
+        behind,
+        "the cut-off copy is stale: {on_cut_off:?} vs {}",
+        elkfs_tests::copies::describe(&info)
+    );
     assert_read(&c, "log", &content, "during the partition");
 
     ns.heal();
