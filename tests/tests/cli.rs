@@ -1,24 +1,10 @@
 //! The `elkfs` tool: `up` starts a working cluster, `up` again is a no-op, `down` stops
 //! everything, and a second `up` brings back the same filesystem.
 
-use elkfs_tests::{bin, next_loopback_ip};
+use elkfs_tests::copies::elkfs;
+use elkfs_tests::next_loopback_ip;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn elkfs(args: &[&str]) -> Output {
-    let out = Command::new(bin("elkfs"))
-        .args(args)
-        .output()
-        .expect("running elkfs");
-    assert!(
-        out.status.success(),
-        "elkfs {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn pids(run_dir: &Path) -> Vec<i32> {
     fs::read_dir(run_dir)
@@ -57,8 +43,7 @@ fn up_down_up_keeps_the_filesystem() {
     let (data_s, mnt_s) = (data.to_str().expect("utf-8"), mnt.to_str().expect("utf-8"));
     let up = ["up", data_s, mnt_s, "--chunkservers", "2", "--host", &host];
 
-    let out = elkfs(&up);
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = elkfs(&up);
     for name in ["master", "metalogger", "cs1", "cs2", "mount"] {
         assert!(
             text.lines().any(|l| l.starts_with(name)),
@@ -78,14 +63,11 @@ fn up_down_up_keeps_the_filesystem() {
 
     let again = elkfs(&up);
     assert_eq!(
-        String::from_utf8_lossy(&again.stdout)
-            .matches("already running")
-            .count(),
+        again.matches("already running").count(),
         5,
         "second up starts nothing new"
     );
     let status = elkfs(&["status", "--master", &format!("{host}:9520")]);
-    let status = String::from_utf8_lossy(&status.stdout);
     assert_eq!(
         status.matches(" yes ").count(),
         2,
