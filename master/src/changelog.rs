@@ -1,6 +1,10 @@
 //! The changelog writer: one thread appends framed records and makes them durable with
 //! group commit (every record that arrived while the previous fdatasync ran is written and
 //! synced together), then publishes the durable version so waiting requests can answer.
+//!
+//! Records nobody waits for (a metalogger's, when its master does not wait for acks) may
+//! gather for up to [`RELAXED_SYNC`] per fdatasync: on a host shared with a master, one
+//! fsync per record would queue behind the master's own in the disk's journal.
 
 use crate::files;
 use crate::frame;
@@ -8,6 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -19,8 +24,12 @@ pub struct Durable {
     pub failed: bool,
 }
 
+/// Longest a relaxed record waits for its fdatasync.
+pub const RELAXED_SYNC: Duration = Duration::from_millis(10);
+
 enum Msg {
-    Record(u64, Vec<u8>),
+    /// Version, framed bytes, and whether someone waits for it to be durable.
+    Record(u64, Vec<u8>, bool),
     /// Close the current file and continue in a new one starting at this version.
     Rotate(u64),
 }
@@ -51,12 +60,23 @@ impl Changelog {
         Ok(Changelog { tx, durable: drx })
     }
 
-    /// Queue the record with `version` (callers submit in version order).
+    /// Queue the record with `version` (callers submit in version order) and make it
+    /// durable as soon as possible.
     pub fn submit(&self, version: u64, payload: &[u8]) {
+        self.queue(version, payload, true);
+    }
+
+    /// Queue the record with `version`; it may wait up to [`RELAXED_SYNC`] to be synced
+    /// together with later ones.
+    pub fn submit_relaxed(&self, version: u64, payload: &[u8]) {
+        self.queue(version, payload, false);
+    }
+
+    fn queue(&self, version: u64, payload: &[u8], urgent: bool) {
         let mut buf = Vec::with_capacity(payload.len() + frame::HEADER_LEN);
         frame::encode(version, payload, &mut buf);
         // A send error means the writer died; `wait` reports it through `failed`.
-        let _ = self.tx.send(Msg::Record(version, buf));
+        let _ = self.tx.send(Msg::Record(version, buf, urgent));
     }
 
     /// Continue in a new file from `next` on (after a snapshot at `next - 1`).
@@ -95,35 +115,64 @@ fn create(dir: &Path, start: u64) -> std::io::Result<File> {
     Ok(f)
 }
 
-fn writer(dir: PathBuf, mut file: File, rx: mpsc::Receiver<Msg>, durable: watch::Sender<Durable>) {
-    let mut last = durable.borrow().version;
-    let mut buf = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        let mut result = Ok(());
-        while let Some(msg) = next {
-            match msg {
-                Msg::Record(v, bytes) => {
-                    buf.extend_from_slice(&bytes);
-                    last = v;
-                }
-                Msg::Rotate(start) => {
-                    result = flush(&mut file, &mut buf).and_then(|_| {
-                        file = create(&dir, start)?;
-                        Ok(())
-                    });
-                    if result.is_err() {
-                        break;
-                    }
-                }
+/// The file being written and what is waiting for the next fdatasync.
+struct Writer {
+    dir: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    last: u64,
+    urgent: bool,
+}
+
+impl Writer {
+    fn take(&mut self, msg: Msg) -> std::io::Result<()> {
+        match msg {
+            Msg::Record(v, bytes, urgent) => {
+                self.buf.extend_from_slice(&bytes);
+                self.last = v;
+                self.urgent |= urgent;
             }
-            next = rx.try_recv().ok();
+            Msg::Rotate(start) => {
+                flush(&mut self.file, &mut self.buf)?;
+                self.file = create(&self.dir, start)?;
+            }
         }
-        let result = result.and_then(|_| flush(&mut file, &mut buf));
+        Ok(())
+    }
+}
+
+fn writer(dir: PathBuf, file: File, rx: mpsc::Receiver<Msg>, durable: watch::Sender<Durable>) {
+    let mut w = Writer {
+        dir,
+        file,
+        buf: Vec::new(),
+        last: durable.borrow().version,
+        urgent: false,
+    };
+    let mut synced = Instant::now();
+    while let Ok(first) = rx.recv() {
+        let mut result = w.take(first);
+        while result.is_ok() {
+            match rx.try_recv() {
+                Ok(msg) => result = w.take(msg),
+                Err(_) => break,
+            }
+        }
+        let relaxed_until = synced + RELAXED_SYNC;
+        while result.is_ok() && !w.urgent {
+            let left = relaxed_until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(msg) => result = w.take(msg),
+                Err(_) => break,
+            }
+        }
+        w.urgent = false;
+        let result = result.and_then(|_| flush(&mut w.file, &mut w.buf));
+        synced = Instant::now();
         match result {
             Ok(()) => {
                 durable.send_replace(Durable {
-                    version: last,
+                    version: w.last,
                     failed: false,
                 });
             }
@@ -144,4 +193,31 @@ fn flush(file: &mut File, buf: &mut Vec<u8>) -> std::io::Result<()> {
     file.sync_data()?;
     buf.clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameReader;
+
+    fn versions_on_disk(dir: &Path) -> Vec<u64> {
+        let file = File::open(files::changelog_path(dir, 1)).expect("changelog file");
+        FrameReader::new(std::io::BufReader::new(file))
+            .map(|f| f.expect("intact frame").version)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn relaxed_and_urgent_records_all_become_durable_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Changelog::start(dir.path(), 1).expect("start");
+        log.submit_relaxed(1, b"a");
+        log.submit_relaxed(2, b"b");
+        log.wait(2).await.expect("relaxed records synced");
+        log.submit_relaxed(3, b"c");
+        log.submit(4, b"d");
+        log.wait(4).await.expect("urgent record synced");
+        assert_eq!(log.durable().version, 4);
+        assert_eq!(versions_on_disk(dir.path()), vec![1, 2, 3, 4]);
+    }
 }

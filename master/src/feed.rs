@@ -169,6 +169,7 @@ pub async fn follow(
         });
     }
     let dir = master.config.data_dir.clone();
+    let awaited = master.feed.sync > 0;
     let mut cursor = from;
     if from == 0 || want_image || !in_files(&dir, from + 1)? {
         cursor = send_image(dir.clone(), from, sink.clone()).await?;
@@ -177,7 +178,7 @@ pub async fn follow(
         .locally_durable(current)
         .await
         .map_err(FeedError::NotDurable)?;
-    cursor = send_from_files(dir.clone(), cursor, current, sink.clone()).await?;
+    cursor = send_from_files(dir.clone(), cursor, current, awaited, sink.clone()).await?;
     debug!(version = cursor, "follower caught up from files, now live");
     loop {
         let received = tokio::select! {
@@ -213,7 +214,7 @@ pub async fn follow(
             .await
             .map_err(FeedError::NotDurable)?;
         if first > cursor + 1 {
-            send_from_files(dir.clone(), cursor, first - 1, sink.clone()).await?;
+            send_from_files(dir.clone(), cursor, first - 1, awaited, sink.clone()).await?;
         }
         let records = batch
             .into_iter()
@@ -223,16 +224,16 @@ pub async fn follow(
                 committed_unix_micros: l.committed_unix_micros,
             })
             .collect();
-        sink.send(Ok(records_reply(records)))
+        sink.send(Ok(records_reply(records, awaited)))
             .await
             .map_err(|_| FeedError::Closed)?;
         cursor = last;
     }
 }
 
-fn records_reply(records: Vec<FeedRecord>) -> FollowReply {
+fn records_reply(records: Vec<FeedRecord>, awaited: bool) -> FollowReply {
     FollowReply {
-        item: Some(Item::Records(RecordBatch { records })),
+        item: Some(Item::Records(RecordBatch { records, awaited })),
     }
 }
 
@@ -286,6 +287,7 @@ async fn send_from_files(
     dir: PathBuf,
     after: u64,
     upto: u64,
+    awaited: bool,
     sink: Sink,
 ) -> Result<u64, FeedError> {
     if upto <= after {
@@ -293,7 +295,7 @@ async fn send_from_files(
     }
     tokio::task::spawn_blocking(move || {
         read_files(&dir, after, upto, &mut |records| {
-            sink.blocking_send(Ok(records_reply(records)))
+            sink.blocking_send(Ok(records_reply(records, awaited)))
                 .map_err(|_| FeedError::Closed)
         })
     })

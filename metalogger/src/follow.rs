@@ -184,7 +184,7 @@ impl Follower {
                     }
                 }
                 Item::Records(batch) => {
-                    self.store.append(&batch.records)?;
+                    self.store.append(&batch.records, batch.awaited)?;
                     if let Some(replica) = self.replica.as_mut() {
                         replica.apply(&batch.records)?;
                     }

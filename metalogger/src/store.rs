@@ -101,8 +101,9 @@ impl Store {
         self.log.clone()
     }
 
-    /// Append consecutive records after [`Store::version`].
-    pub fn append(&mut self, records: &[FeedRecord]) -> Result<(), StoreError> {
+    /// Append consecutive records after [`Store::version`]. `awaited`: the master waits
+    /// for them (sync them at once); otherwise they may wait a little to share an fsync.
+    pub fn append(&mut self, records: &[FeedRecord], awaited: bool) -> Result<(), StoreError> {
         let durable = self.log.durable();
         if durable.failed {
             return Err(elkfs_master::changelog::NotDurable(durable.version).into());
@@ -114,7 +115,11 @@ impl Store {
                     got: r.version,
                 });
             }
-            self.log.submit(r.version, &r.payload);
+            if awaited {
+                self.log.submit(r.version, &r.payload);
+            } else {
+                self.log.submit_relaxed(r.version, &r.payload);
+            }
             self.version = r.version;
         }
         Ok(())
@@ -236,12 +241,12 @@ mod tests {
             committed_unix_micros: 0,
         };
         assert!(matches!(
-            store.append(&[rec(2)]),
+            store.append(&[rec(2)], true),
             Err(StoreError::Discontinuous { have: 0, got: 2 })
         ));
-        store.append(&[rec(1)]).expect("first record");
+        store.append(&[rec(1)], true).expect("first record");
         assert!(matches!(
-            store.append(&[rec(1)]),
+            store.append(&[rec(1)], true),
             Err(StoreError::Discontinuous { have: 1, got: 1 })
         ));
     }
