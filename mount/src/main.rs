@@ -7,6 +7,7 @@
 
 mod attr;
 mod chunkservers;
+mod dir_attrs;
 mod fs;
 mod handles;
 mod master_client;
@@ -105,7 +106,11 @@ fn main() -> anyhow::Result<()> {
     let mut masters = elkfs_proto::transport::address_list(&args.master);
     masters.extend(opts.masters.iter().cloned());
     let master = rt
-        .block_on(master_client::Master::connect(&masters, client))
+        .block_on(master_client::Master::connect(
+            &masters,
+            client,
+            opts.attr_timeout,
+        ))
         .with_context(|| format!("connecting to master {}", masters.join(",")))?;
 
     let mut config = Config::default();

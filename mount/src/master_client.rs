@@ -5,12 +5,13 @@
 //! accepts the session is used; when it stops answering, the session moves to whichever
 //! answers next (a promoted standby), so a failover is invisible too.
 
+use crate::dir_attrs::DirAttrs;
 use elkfs_proto::limits::CHUNK_SIZE;
 use elkfs_proto::meta::meta_client::MetaClient;
 use elkfs_proto::meta::{
-    Attr, ChunkDamagedRequest, ChunkReply, ChunkRequest, EntryRequest, HelloRequest, InodeRequest,
-    LinkRequest, LookupRequest, MknodRequest, OpenRequest, ReadDirReply, ReadDirRequest,
-    RenameRequest, SetAttrRequest, StatFsReply, SymlinkRequest, WriteEndRequest,
+    Attr, AttrReply, ChunkDamagedRequest, ChunkReply, ChunkRequest, EntryRequest, HelloRequest,
+    InodeRequest, LinkRequest, LookupRequest, MknodRequest, OpenRequest, ReadDirReply,
+    ReadDirRequest, RenameRequest, SetAttrRequest, StatFsReply, SymlinkRequest, WriteEndRequest,
 };
 use elkfs_proto::{transport, FsError};
 use std::collections::HashMap;
@@ -39,6 +40,8 @@ pub struct Master {
     hello_lock: tokio::sync::Mutex<()>,
     /// Inodes this mount holds open, with their open counts (re-asserted on reconnect).
     open: Mutex<HashMap<u64, u32>>,
+    /// Directory attributes from change replies, for the GETATTR that follows a change.
+    dirs: DirAttrs,
 }
 
 /// One Meta RPC through [`Master::call`]; with `session`, the request's session field is
@@ -71,14 +74,16 @@ macro_rules! rpc {
     }};
 }
 
-fn attr_of(reply: elkfs_proto::meta::AttrReply) -> Result<Attr, FsError> {
+fn attr_of(reply: AttrReply) -> Result<Attr, FsError> {
     reply
         .attr
         .ok_or_else(|| FsError::Io("master reply without attributes".into()))
 }
 
 impl Master {
-    fn new(addrs: &[String], name: String) -> Result<Master, FsError> {
+    /// `attr_ttl`: how long attributes may be served from memory (the mount's attribute
+    /// timeout).
+    fn new(addrs: &[String], name: String, attr_ttl: Duration) -> Result<Master, FsError> {
         if addrs.is_empty() {
             return Err(FsError::Invalid("no master address".into()));
         }
@@ -99,13 +104,18 @@ impl Master {
             reattach: AtomicBool::new(false),
             hello_lock: tokio::sync::Mutex::new(()),
             open: Mutex::new(HashMap::new()),
+            dirs: DirAttrs::new(attr_ttl),
         })
     }
 
     /// Connects to the first of `addrs` that accepts a session, retrying for a while if
     /// none is up yet (a whole cluster may be starting at once).
-    pub async fn connect(addrs: &[String], name: String) -> Result<Master, FsError> {
-        let master = Master::new(addrs, name)?;
+    pub async fn connect(
+        addrs: &[String],
+        name: String,
+        attr_ttl: Duration,
+    ) -> Result<Master, FsError> {
+        let master = Master::new(addrs, name, attr_ttl)?;
         let start = Instant::now();
         loop {
             match master.hello().await {
@@ -129,7 +139,7 @@ impl Master {
     /// code that holds a `Master` but does not call it.
     #[cfg(test)]
     pub(crate) fn unconnected(addr: &str) -> Master {
-        Master::new(&[addr.to_owned()], "test".into()).expect("channel")
+        Master::new(&[addr.to_owned()], "test".into(), Duration::ZERO).expect("channel")
     }
 
     fn active_addr(&self) -> &str {
@@ -264,17 +274,27 @@ impl Master {
     }
 
     pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        if let Some(a) = self.dirs.take(ino) {
+            return Ok(a);
+        }
         attr_of(rpc!(self, get_attr, InodeRequest { ino })?)
     }
 
     pub async fn setattr(&self, req: SetAttrRequest) -> Result<Attr, FsError> {
+        self.dirs.forget(req.ino);
         attr_of(rpc!(self, set_attr, req, session)?)
+    }
+
+    /// The new node's attributes from a change's reply; keeps the directories it carries.
+    fn changed(&self, mut reply: AttrReply) -> Result<Attr, FsError> {
+        self.dirs.remember(std::mem::take(&mut reply.dirs));
+        attr_of(reply)
     }
 
     /// Mknod; with `req.open` the new file is also open for this session.
     pub async fn mknod(&self, req: MknodRequest) -> Result<Attr, FsError> {
         let opens = req.open;
-        let attr = attr_of(rpc!(self, mknod, req, session)?)?;
+        let attr = self.changed(rpc!(self, mknod, req, session)?)?;
         if opens {
             self.note_open(attr.ino, true);
         }
@@ -282,7 +302,7 @@ impl Master {
     }
 
     pub async fn symlink(&self, req: SymlinkRequest) -> Result<Attr, FsError> {
-        attr_of(rpc!(self, symlink, req)?)
+        self.changed(rpc!(self, symlink, req)?)
     }
 
     pub async fn link(
@@ -291,7 +311,7 @@ impl Master {
         new_parent: u64,
         new_name: Vec<u8>,
     ) -> Result<Attr, FsError> {
-        attr_of(rpc!(
+        self.changed(rpc!(
             self,
             link,
             LinkRequest {
@@ -313,7 +333,7 @@ impl Master {
             },
             session
         )
-        .map(drop)
+        .map(|r| self.dirs.remember(r.dirs))
     }
 
     pub async fn rmdir(&self, parent: u64, name: Vec<u8>) -> Result<(), FsError> {
@@ -327,11 +347,11 @@ impl Master {
             },
             session
         )
-        .map(drop)
+        .map(|r| self.dirs.remember(r.dirs))
     }
 
     pub async fn rename(&self, req: RenameRequest) -> Result<(), FsError> {
-        rpc!(self, rename, req).map(drop)
+        rpc!(self, rename, req).map(|r| self.dirs.remember(r.dirs))
     }
 
     pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>, FsError> {

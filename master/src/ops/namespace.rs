@@ -2,13 +2,14 @@
 //! listings, sessions and open files. Client ↔ master only; no chunkserver involved.
 
 use super::{now, purge};
+use crate::core::Inner;
 use crate::core::Master;
 use crate::state::{check_name, Body};
 use elkfs_proto::changelog::{record::Op, Link, Mknod, Rename, SetAttr, Unlink};
 use elkfs_proto::limits::MAX_SYMLINK;
 use elkfs_proto::meta::{
-    Attr, DirEntry, LinkRequest, MknodRequest, NodeKind, ReadDirReply, ReadDirRequest,
-    RenameRequest, SetAttrRequest, StatFsReply, SymlinkRequest,
+    Attr, AttrReply, DirEntry, DirsReply, LinkRequest, MknodRequest, NodeKind, ReadDirReply,
+    ReadDirRequest, RenameRequest, SetAttrRequest, StatFsReply, SymlinkRequest,
 };
 use elkfs_proto::FsError;
 
@@ -43,7 +44,7 @@ impl Master {
         }
     }
 
-    pub async fn mknod(&self, req: MknodRequest) -> Result<Attr, FsError> {
+    pub async fn mknod(&self, req: MknodRequest) -> Result<AttrReply, FsError> {
         let kind = NodeKind::try_from(req.kind)
             .ok()
             .filter(|k| !matches!(k, NodeKind::Unspecified | NodeKind::Symlink))
@@ -63,7 +64,7 @@ impl Master {
         self.create_node(req.parent, &req.name, node).await
     }
 
-    pub async fn symlink(&self, req: SymlinkRequest) -> Result<Attr, FsError> {
+    pub async fn symlink(&self, req: SymlinkRequest) -> Result<AttrReply, FsError> {
         if req.target.len() > MAX_SYMLINK {
             return Err(FsError::NameTooLong);
         }
@@ -83,7 +84,12 @@ impl Master {
         self.create_node(req.parent, &req.name, node).await
     }
 
-    async fn create_node(&self, parent: u64, name: &[u8], n: NewNode<'_>) -> Result<Attr, FsError> {
+    async fn create_node(
+        &self,
+        parent: u64,
+        name: &[u8],
+        n: NewNode<'_>,
+    ) -> Result<AttrReply, FsError> {
         check_name(name)?;
         self.mutate(|m, inner| {
             let p = inner.state.inode(parent)?;
@@ -117,12 +123,12 @@ impl Master {
             if let Some(session) = n.open_for {
                 inner.sessions.open(session, ino);
             }
-            Ok((v, inner.state.inode(ino)?.attr()))
+            Ok((v, attr_reply(inner, ino, &[parent])?))
         })
         .await
     }
 
-    pub async fn link(&self, req: LinkRequest) -> Result<Attr, FsError> {
+    pub async fn link(&self, req: LinkRequest) -> Result<AttrReply, FsError> {
         check_name(&req.new_name)?;
         self.mutate(|m, inner| {
             let v = m.commit(
@@ -134,13 +140,13 @@ impl Master {
                     time: now(),
                 }),
             )?;
-            Ok((v, inner.state.inode(req.ino)?.attr()))
+            Ok((v, attr_reply(inner, req.ino, &[req.new_parent])?))
         })
         .await
     }
 
     /// unlink (`dir == false`) or rmdir (`dir == true`).
-    pub async fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<(), FsError> {
+    pub async fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<DirsReply, FsError> {
         if name == b"." {
             return Err(FsError::Invalid("cannot remove \".\"".into()));
         }
@@ -165,12 +171,12 @@ impl Master {
                     sustain,
                 }),
             )?;
-            Ok((v, ()))
+            Ok((v, dirs_reply(inner, &[parent])))
         })
         .await
     }
 
-    pub async fn rename(&self, req: RenameRequest) -> Result<(), FsError> {
+    pub async fn rename(&self, req: RenameRequest) -> Result<DirsReply, FsError> {
         check_name(&req.name)?;
         check_name(&req.new_name)?;
         self.mutate(|m, inner| {
@@ -190,7 +196,7 @@ impl Master {
                     sustain,
                 }),
             )?;
-            Ok((v, ()))
+            Ok((v, dirs_reply(inner, &[req.parent, req.new_parent])))
         })
         .await
     }
@@ -323,4 +329,22 @@ impl Master {
         }
         Ok(())
     }
+}
+
+fn attr_reply(inner: &Inner, ino: u64, dirs: &[u64]) -> Result<AttrReply, FsError> {
+    Ok(AttrReply {
+        attr: Some(inner.state.inode(ino)?.attr()),
+        dirs: dirs_reply(inner, dirs).dirs,
+    })
+}
+
+/// The attributes of `dirs` (each once) as they are now.
+fn dirs_reply(inner: &Inner, dirs: &[u64]) -> DirsReply {
+    let mut out: Vec<Attr> = Vec::with_capacity(dirs.len());
+    for &d in dirs {
+        if out.iter().all(|a| a.ino != d) {
+            out.extend(inner.state.inodes.get(&d).map(|n| n.attr()));
+        }
+    }
+    DirsReply { dirs: out }
 }

@@ -12,7 +12,10 @@ use tracing::instrument;
 pub struct MetaService(pub Arc<Master>);
 
 fn attr(a: Result<Attr, elkfs_proto::FsError>) -> Result<Response<AttrReply>, Status> {
-    reply(a.map(|a| AttrReply { attr: Some(a) }))
+    reply(a.map(|a| AttrReply {
+        attr: Some(a),
+        dirs: Vec::new(),
+    }))
 }
 
 #[tonic::async_trait]
@@ -46,44 +49,34 @@ impl Meta for MetaService {
 
     #[instrument(level = "debug", skip_all, fields(parent = r.get_ref().parent))]
     async fn mknod(&self, r: Request<MknodRequest>) -> Result<Response<AttrReply>, Status> {
-        attr(self.0.mknod(r.into_inner()).await)
+        reply(self.0.mknod(r.into_inner()).await)
     }
 
     #[instrument(level = "debug", skip_all, fields(parent = r.get_ref().parent))]
     async fn symlink(&self, r: Request<SymlinkRequest>) -> Result<Response<AttrReply>, Status> {
-        attr(self.0.symlink(r.into_inner()).await)
+        reply(self.0.symlink(r.into_inner()).await)
     }
 
     #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino))]
     async fn link(&self, r: Request<LinkRequest>) -> Result<Response<AttrReply>, Status> {
-        attr(self.0.link(r.into_inner()).await)
+        reply(self.0.link(r.into_inner()).await)
     }
 
     #[instrument(level = "debug", skip_all, fields(parent = r.get_ref().parent))]
-    async fn unlink(&self, r: Request<EntryRequest>) -> Result<Response<Empty>, Status> {
+    async fn unlink(&self, r: Request<EntryRequest>) -> Result<Response<DirsReply>, Status> {
         let r = r.into_inner();
-        reply(
-            self.0
-                .remove(r.parent, &r.name, false)
-                .await
-                .map(|_| Empty {}),
-        )
+        reply(self.0.remove(r.parent, &r.name, false).await)
     }
 
     #[instrument(level = "debug", skip_all, fields(parent = r.get_ref().parent))]
-    async fn rmdir(&self, r: Request<EntryRequest>) -> Result<Response<Empty>, Status> {
+    async fn rmdir(&self, r: Request<EntryRequest>) -> Result<Response<DirsReply>, Status> {
         let r = r.into_inner();
-        reply(
-            self.0
-                .remove(r.parent, &r.name, true)
-                .await
-                .map(|_| Empty {}),
-        )
+        reply(self.0.remove(r.parent, &r.name, true).await)
     }
 
     #[instrument(level = "debug", skip_all, fields(parent = r.get_ref().parent, new_parent = r.get_ref().new_parent))]
-    async fn rename(&self, r: Request<RenameRequest>) -> Result<Response<Empty>, Status> {
-        reply(self.0.rename(r.into_inner()).await.map(|_| Empty {}))
+    async fn rename(&self, r: Request<RenameRequest>) -> Result<Response<DirsReply>, Status> {
+        reply(self.0.rename(r.into_inner()).await)
     }
 
     #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino))]
