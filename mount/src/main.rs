@@ -115,7 +115,8 @@ fn main() -> anyhow::Result<()> {
 
     let mut config = Config::default();
     config.mount_options = vec![
-        MountOption::FSName("elkfs".into()),
+        // The source column of mountinfo then names the masters, for the `elkfs` tool.
+        MountOption::FSName(format!("elkfs:{}", masters.join(";"))),
         MountOption::Subtype("elkfs".into()),
         MountOption::DefaultPermissions,
         if opts.read_only {

@@ -14,24 +14,36 @@ pub fn is_fuse_mounted(mountpoint: &Path) -> Result<bool> {
     }))
 }
 
-/// True when device `dev` (a `stat` st_dev) is an elkfs FUSE mount.
-pub fn is_elkfs_device(dev: u64) -> Result<bool> {
+/// The master addresses of the elkfs mount with device number `dev` (a `stat` st_dev),
+/// or None when no elkfs mount has that device.
+pub fn elkfs_masters(dev: u64) -> Result<Option<Vec<String>>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
-    Ok(info.lines().any(|line| elkfs_device(line) == Some(dev)))
+    Ok(info
+        .lines()
+        .filter_map(elkfs_mount)
+        .find(|(d, _)| *d == dev)
+        .map(|(_, masters)| masters))
 }
 
-/// The device number of an elkfs mount's mountinfo line: type `fuse` with source `elkfs`
-/// (the mount's fsname), or `fuse.elkfs` where the subtype is shown. The third field is
-/// `major:minor`.
-fn elkfs_device(line: &str) -> Option<u64> {
+/// Device number and masters of an elkfs mountinfo line: type `fuse.elkfs` (or `fuse` where
+/// the subtype is not shown) with source `elkfs:MASTER[;MASTER…]` (the mount's fsname).
+/// Format: `id parent maj:min root MOUNTPOINT opts [optional…] - FSTYPE source superopts`.
+fn elkfs_mount(line: &str) -> Option<(u64, Vec<String>)> {
     let (left, right) = line.split_once(" - ")?;
     let mut fields = right.split(' ');
-    match (fields.next()?, fields.next()?) {
-        ("fuse.elkfs", _) | ("fuse", "elkfs") => {}
-        _ => return None,
+    if !matches!(fields.next()?, "fuse.elkfs" | "fuse") {
+        return None;
     }
+    let masters = unescape(fields.next()?.strip_prefix("elkfs:")?)
+        .split(';')
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned)
+        .collect();
     let (major, minor) = left.split(' ').nth(2)?.split_once(':')?;
-    Some(libc::makedev(major.parse().ok()?, minor.parse().ok()?))
+    Some((
+        libc::makedev(major.parse().ok()?, minor.parse().ok()?),
+        masters,
+    ))
 }
 
 /// The mount point of a mountinfo line whose filesystem type is fuse or fuse.<subtype>.
@@ -117,10 +129,19 @@ mod tests {
         assert_eq!(fuse_mount_point(plain).as_deref(), Some("/mnt/x"));
         let other = "22 27 0:21 / /proc rw,relatime - proc proc rw";
         assert_eq!(fuse_mount_point(other), None);
-        assert_eq!(elkfs_device(line), Some(libc::makedev(0, 50)));
-        assert_eq!(elkfs_device(plain), None, "a FUSE mount of another kind");
-        assert_eq!(elkfs_device(other), None);
-        let no_subtype = "43 27 0:39 / /mnt/e rw,relatime - fuse elkfs rw,user_id=0";
-        assert_eq!(elkfs_device(no_subtype), Some(libc::makedev(0, 39)));
+        assert_eq!(elkfs_mount(line), None, "a source that names no master");
+        let masters = |m: &[&str]| m.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let elkfs = "88 27 0:50 / /tmp/a\\040b rw - fuse.elkfs elkfs:10.0.0.1:9520;m2:9520 rw";
+        assert_eq!(
+            elkfs_mount(elkfs),
+            Some((libc::makedev(0, 50), masters(&["10.0.0.1:9520", "m2:9520"])))
+        );
+        assert_eq!(elkfs_mount(plain), None, "a FUSE mount of another kind");
+        assert_eq!(elkfs_mount(other), None);
+        let no_subtype = "43 27 0:39 / /mnt/e rw,relatime - fuse elkfs:m:9520 rw,user_id=0";
+        assert_eq!(
+            elkfs_mount(no_subtype),
+            Some((libc::makedev(0, 39), masters(&["m:9520"])))
+        );
     }
 }
