@@ -19,6 +19,11 @@ const DELETES_PER_PASS: usize = 10_000;
 /// Plan again at least this often; a finished replication wakes the loop sooner.
 const PASS_EVERY: Duration = Duration::from_secs(1);
 
+/// Rebalancing waits this long after copies were made or deleted: the servers' disk usage
+/// reaches the master with their heartbeats (every second by default), and a move planned
+/// on usage that does not show the last moves yet would overshoot.
+const SETTLE: Duration = Duration::from_secs(3);
+
 /// A chunk whose replication failed is left alone this long (its source or destination
 /// may be dead but not yet noticed).
 const RETRY_PAUSE: Duration = Duration::from_secs(5);
@@ -39,13 +44,16 @@ pub async fn run(master: Arc<Master>) {
     tokio::time::sleep(Duration::from_secs(master.config.chunkserver_timeout_secs)).await;
     let wake = Arc::new(Notify::new());
     let mut tick = tokio::time::interval(PASS_EVERY);
+    let mut settled_at = Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = wake.notified() => {}
+            // A replication finished.
+            _ = wake.notified() => settled_at = Instant::now() + SETTLE,
         }
         let m = master.clone();
-        let actions = match tokio::task::spawn_blocking(move || plan(&m)).await {
+        let rebalance = Instant::now() >= settled_at;
+        let actions = match tokio::task::spawn_blocking(move || plan(&m, rebalance)).await {
             Ok(actions) => actions,
             Err(e) => {
                 warn!(error = %e, "healing pass failed");
@@ -53,18 +61,20 @@ pub async fn run(master: Arc<Master>) {
             }
         };
         if !actions.is_empty() {
+            settled_at = Instant::now() + SETTLE;
             execute(&master, &wake, actions);
         }
     }
 }
 
-fn limits(master: &Master) -> Limits {
+/// `rebalance`: whether chunks may be moved for even disk usage in this pass.
+fn limits(master: &Master, rebalance: bool) -> Limits {
     let c = &master.config;
     Limits {
         per_server: c.replications_per_server.max(1),
         total: c.replications_total.max(1),
         rebalance_threshold_pct: c.rebalance_threshold_pct,
-        rebalance_batch: c.rebalance_batch,
+        rebalance_batch: if rebalance { c.rebalance_batch } else { 0 },
         deletes: DELETES_PER_PASS,
     }
 }
@@ -87,7 +97,7 @@ pub fn view(inner: &Inner, grace: Duration) -> View {
     )
 }
 
-fn plan(master: &Master) -> Vec<Action> {
+fn plan(master: &Master, rebalance: bool) -> Vec<Action> {
     let grace = Duration::from_secs(master.config.replication_grace_secs);
     let (view, in_flight) = {
         let mut inner = master.lock();
@@ -95,7 +105,12 @@ fn plan(master: &Master) -> Vec<Action> {
         inner.cluster.retry_after.retain(|_, t| *t > now);
         (view(&inner, grace), inner.cluster.replicating.clone())
     };
-    planner::plan(&view.servers, view.chunks(), &in_flight, &limits(master))
+    planner::plan(
+        &view.servers,
+        view.chunks(),
+        &in_flight,
+        &limits(master, rebalance),
+    )
 }
 
 /// Check each action against the cluster as it is now (it may have changed since the

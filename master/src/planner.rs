@@ -267,13 +267,13 @@ pub fn plan<'a>(
                 delete(server, chunk.version, Why::Extra);
                 *freed.entry(server).or_default() += 1;
             }
-        } else if let Some((full, emptier)) = &movable {
-            if moves.len() < limits.rebalance_batch && valid.contains(full) {
-                let dest = emptier
-                    .iter()
-                    .find(|&&s| !chunk.copies.iter().any(|c| c.server == s));
+        } else if let Some(r) = &movable {
+            if moves.len() < limits.rebalance_batch.min(r.chunks) && valid.contains(&r.from) {
+                let dest =
+                    r.to.iter()
+                        .find(|&&s| !chunk.copies.iter().any(|c| c.server == s));
                 if let Some(&dest) = dest {
-                    moves.push((chunk.id, chunk.version, *full, dest));
+                    moves.push((chunk.id, chunk.version, r.from, dest));
                 }
             }
         }
@@ -368,9 +368,17 @@ fn pick_dest(
         .map(|s| s.id)
 }
 
-/// The fullest server and, emptiest first, the servers whose disk usage is lower than its
-/// by more than the threshold; None when usage is even enough.
-fn rebalance_pair(servers: &[ServerView], limits: &Limits) -> Option<(u64, Vec<u64>)> {
+/// A rebalancing pass: from the fullest server to the others whose usage is lower by more
+/// than the threshold (emptiest first), at most `chunks` chunks.
+struct Rebalance {
+    from: u64,
+    to: Vec<u64>,
+    /// Half the gap to the emptiest server, in chunks: moving more would overshoot into the
+    /// opposite imbalance (and the next pass would move chunks back).
+    chunks: usize,
+}
+
+fn rebalance_pair(servers: &[ServerView], limits: &Limits) -> Option<Rebalance> {
     let eligible = || servers.iter().filter(|s| s.takes_copies() && s.total > 0);
     let full = eligible().max_by_key(|s| (s.usage_ppm(), s.id))?;
     let threshold = u64::from(limits.rebalance_threshold_pct) * 10_000;
@@ -378,7 +386,15 @@ fn rebalance_pair(servers: &[ServerView], limits: &Limits) -> Option<(u64, Vec<u
         .filter(|s| full.usage_ppm() - s.usage_ppm() > threshold)
         .collect();
     emptier.sort_by_key(|s| (s.usage_ppm(), s.id));
-    (!emptier.is_empty()).then(|| (full.id, emptier.iter().map(|s| s.id).collect()))
+    let emptiest = emptier.first()?;
+    let gap_ppm = u128::from(full.usage_ppm() - emptiest.usage_ppm());
+    let disk = u128::from(full.total.min(emptiest.total));
+    let chunks = gap_ppm * disk / 2_000_000 / u128::from(elkfs_proto::limits::CHUNK_SIZE);
+    (chunks > 0).then(|| Rebalance {
+        from: full.id,
+        to: emptier.iter().map(|s| s.id).collect(),
+        chunks: usize::try_from(chunks).unwrap_or(usize::MAX),
+    })
 }
 
 /// The metadata and the copies at one moment, for walking outside the master's lock

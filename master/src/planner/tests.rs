@@ -256,6 +256,40 @@ fn rebalance_moves_from_fullest_to_emptiest_only_when_healthy() {
 }
 
 #[test]
+fn rebalance_moves_at_most_half_the_gap() {
+    const CHUNK: u64 = elkfs_proto::limits::CHUNK_SIZE;
+    let disk = |id: u64, chunks: u64| ServerView {
+        total: GIB,
+        used: chunks * CHUNK,
+        avail: GIB - chunks * CHUNK,
+        chunks,
+        ..server(id)
+    };
+    let limits = Limits {
+        rebalance_threshold_pct: 1,
+        ..limits()
+    };
+    let held: Vec<[Copy; 1]> = (0..5).map(|_| [copy(1, 1)]).collect();
+    let chunks = || held.iter().enumerate().map(|(i, c)| chunk(i as u64, 1, c));
+    // 5 against 3 chunks: one move evens it out; a second would make it 3 against 5.
+    let actions = plan(
+        &[disk(1, 5), disk(2, 3)],
+        chunks(),
+        &InFlight::default(),
+        &limits,
+    );
+    assert_eq!(replications(&actions).len(), 1);
+    // 1 against 0: any move only swaps the imbalance.
+    let actions = plan(
+        &[disk(1, 1), disk(2, 0)],
+        chunks(),
+        &InFlight::default(),
+        &limits,
+    );
+    assert!(replications(&actions).is_empty());
+}
+
+#[test]
 fn health_counts_goal_by_valid_copies() {
     let servers = vec![server(1), server(2), away(3, true)];
     let a = [copy(1, 1), copy(2, 1)];

@@ -1,0 +1,100 @@
+//! Rebalancing: when one server's disk is much fuller than another's, chunks move to the
+//! emptier one until usage is even, and every chunk keeps exactly its goal of valid copies.
+
+use elkfs_tests::copies::{at_goal, disks_at_goal, file_info, ino, wait_files};
+use elkfs_tests::fsutil::{assert_same_bytes, Rng};
+use elkfs_tests::{Cluster, Opts};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MIB: usize = 1 << 20;
+
+/// A 1 GiB tmpfs over a chunkserver's data directory: usage shares then move by whole
+/// percents with each 64 MiB chunk, whatever disk the test machine has. Detached on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path) -> SmallDisk {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1g", "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "mounting a tmpfs on {}", dir.display());
+        SmallDisk(dir.to_owned())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Valid copies of the file's chunks on the server at `addr`.
+fn held_by(info: &elkfs_proto::admin::FileInfoReply, addr: &str) -> usize {
+    info.chunks
+        .iter()
+        .filter(|ch| ch.copies.iter().any(|cp| cp.addr == addr))
+        .count()
+}
+
+#[test]
+fn chunks_move_from_a_full_server_to_an_empty_one() {
+    let c = Cluster::create(Opts {
+        chunkservers: 2,
+        root_goal: Some(1),
+        master_config: "chunkserver_timeout_secs = 3\n\
+                        replication_grace_secs = 2\n\
+                        rebalance_threshold_pct = 5\n\
+                        rebalance_batch = 4\n"
+            .to_owned(),
+        ..Opts::default()
+    });
+    let _disks: Vec<SmallDisk> = (0..2)
+        .map(|i| SmallDisk::mount(&c.chunkserver_data_dir(i)))
+        .collect();
+    c.start_all();
+    let (full, empty) = (c.chunkserver_addr(0), c.chunkserver_addr(1));
+
+    // Server 1 is away while the file is written: all 8 chunks (half of server 0's disk)
+    // land on server 0.
+    c.stop_chunkserver(1);
+    c.wait_until("server 1 seen gone", |st| {
+        !st.servers.iter().any(|s| s.addr == empty && s.connected)
+    });
+    let content = Rng::new("rebalance").bytes(8 * 64 * MIB);
+    let ino = {
+        let m = c.mount();
+        let path = m.join("f");
+        let mut f = File::create(&path).expect("create");
+        f.write_all(&content).expect("write");
+        f.sync_all().expect("fsync");
+        ino(&path)
+    };
+    let info = file_info(&c.master_addr(), ino).expect("file info");
+    assert_eq!(
+        (info.chunks.len(), held_by(&info, &full)),
+        (8, 8),
+        "every chunk on server 0 first"
+    );
+
+    // Server 1 returns empty: 50% against 0%. Moving half the chunks evens it out; any
+    // more would only swap the imbalance, so it must stop at 4 and 4.
+    c.start_chunkserver(1);
+    let both = [full.clone(), empty.clone()];
+    wait_files(&c, "4 chunks moved to the empty server", &[ino], |info| {
+        held_by(info, &empty) == 4 && at_goal(info, 1, &both)
+    });
+    let info = file_info(&c.master_addr(), ino).expect("file info");
+    assert_eq!((held_by(&info, &full), held_by(&info, &empty)), (4, 4));
+    assert!(
+        disks_at_goal(&c, &info, 1, &content),
+        "one file per chunk on the disks, the moved ones removed from server 0"
+    );
+    let m = c.mount();
+    let got = fs::read(m.join("f")).expect("read back");
+    assert_same_bytes(&got, &content, "after rebalancing");
+}
