@@ -10,7 +10,7 @@ use elkfs_proto::limits::CHUNK_SIZE;
 use elkfs_proto::meta::meta_client::MetaClient;
 use elkfs_proto::meta::{
     Attr, AttrReply, ChunkDamagedRequest, ChunkReply, ChunkRequest, EntryRequest, HelloRequest,
-    InodeRequest, LinkRequest, LookupRequest, MknodRequest, OpenRequest, ReadDirReply,
+    InodeRequest, LinkRequest, LookupRequest, MknodRequest, NodeKind, OpenRequest, ReadDirReply,
     ReadDirRequest, RenameRequest, SetAttrRequest, StatFsReply, SymlinkRequest, WriteEndRequest,
 };
 use elkfs_proto::{transport, FsError};
@@ -282,7 +282,13 @@ impl Master {
 
     pub async fn setattr(&self, req: SetAttrRequest) -> Result<Attr, FsError> {
         self.dirs.forget(req.ino);
-        attr_of(rpc!(self, set_attr, req, session)?)
+        let a = attr_of(rpc!(self, set_attr, req, session)?)?;
+        if a.kind() == NodeKind::Dir {
+            // The reply to a change in this directory made just before may still arrive;
+            // being older, it must not bring back the attributes from before this one.
+            self.dirs.remember(vec![a]);
+        }
+        Ok(a)
     }
 
     /// The new node's attributes from a change's reply; keeps the directories it carries.

@@ -2,8 +2,7 @@
 //! listings, sessions and open files. Client ↔ master only; no chunkserver involved.
 
 use super::{now, purge};
-use crate::core::Inner;
-use crate::core::Master;
+use crate::core::{Inner, Master};
 use crate::state::{check_name, Body};
 use elkfs_proto::changelog::{record::Op, Link, Mknod, Rename, SetAttr, Unlink};
 use elkfs_proto::limits::MAX_SYMLINK;
