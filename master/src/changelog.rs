@@ -25,7 +25,7 @@ pub struct Durable {
 }
 
 /// Longest a relaxed record waits for its fdatasync.
-pub const RELAXED_SYNC: Duration = Duration::from_millis(10);
+const RELAXED_SYNC: Duration = Duration::from_millis(10);
 
 enum Msg {
     /// Version, framed bytes, and whether someone waits for it to be durable.
