@@ -1,5 +1,6 @@
 //! One lazily connecting gRPC channel per chunkserver address, shared by reads and writes.
 
+use crate::locks::lock;
 use elkfs_proto::chunk::chunk_client::ChunkClient;
 use elkfs_proto::{transport, FsError};
 use std::collections::HashMap;
@@ -13,10 +14,7 @@ pub struct ChunkServers {
 
 impl ChunkServers {
     pub fn client(&self, addr: &str) -> Result<ChunkClient<Channel>, FsError> {
-        let mut clients = match self.clients.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut clients = lock(&self.clients);
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }

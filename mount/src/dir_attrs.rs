@@ -6,6 +6,7 @@
 //! so that next GETATTR is answered from here, once, within the attribute timeout: exactly
 //! as fresh as the kernel's own cache would have been.
 
+use crate::locks::lock;
 use elkfs_proto::meta::Attr;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -32,7 +33,7 @@ impl DirAttrs {
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Attr, Instant)>> {
-        self.held.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.held)
     }
 
     /// Keep `dirs` from a change's reply. Of two replies for one directory (concurrent

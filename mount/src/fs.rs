@@ -213,9 +213,13 @@ impl Core {
 
     async fn release(&self, fh: u64, file: &OpenFile) -> Result<(), FsError> {
         let flushed = self.flush(file.ino, &file.writer, false).await;
+        self.close(fh, file.ino);
+        flushed
+    }
+
+    fn close(&self, fh: u64, ino: u64) {
         self.handles.close(fh);
-        let released = self.master.release(file.ino).await;
-        flushed.and(released)
+        self.master.release(ino);
     }
 
     /// Attributes for a readdirplus entry ("." and ".." may come without).
@@ -387,13 +391,13 @@ impl Filesystem for ElkFs {
 
     fn destroy(&mut self) {
         let writers = self.core.handles.all_writers();
-        if writers.is_empty() {
-            return;
+        if !writers.is_empty() {
+            info!(
+                files = writers.len(),
+                "flushing files still open at unmount"
+            );
         }
-        info!(
-            files = writers.len(),
-            "flushing files still open at unmount"
-        );
+        let master = self.core.master.clone();
         let flushed = self.rt.block_on(async move {
             tokio::time::timeout(FINAL_FLUSH, async {
                 for w in writers {
@@ -401,6 +405,7 @@ impl Filesystem for ElkFs {
                         warn!("final flush failed: {e}");
                     }
                 }
+                master.release_now().await;
             })
             .await
         });
@@ -746,6 +751,14 @@ impl Filesystem for ElkFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // Nothing to flush (every close of a file only read, or created and left empty):
+        // answered here, since the master hears of closes in batches anyway.
+        if let Ok(f) = self.file(fh) {
+            if f.writer.generation() == 0 {
+                self.core.close(fh.0, f.ino);
+                return reply.ok();
+            }
+        }
         let span = debug_span!("release", ino = ino.0, fh = fh.0);
         self.run_on_file(span, fh, reply, move |c, f| async move {
             c.release(fh.0, &f).await

@@ -1,18 +1,12 @@
 //! Open files: FUSE file handles → per-handle read-ahead, and per-inode shared state
 //! (the write-back buffer) that lives while the inode has open handles on this mount.
 
+use crate::locks::lock;
 use crate::reader::{ReadAhead, Reader};
 use crate::writer::{FileWriter, WriteCtx};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
+use std::sync::{Arc, Mutex};
 
 pub struct OpenFile {
     pub ino: u64,

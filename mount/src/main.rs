@@ -10,6 +10,7 @@ mod chunkservers;
 mod dir_attrs;
 mod fs;
 mod handles;
+mod locks;
 mod master_client;
 mod options;
 mod reader;
@@ -133,6 +134,10 @@ fn main() -> anyhow::Result<()> {
 
     let master = Arc::new(master);
     rt.spawn(master.clone().keepalive());
+    // Beside the master connection, so sending a batch wakes no other thread.
+    elkfs_proto::transport::rpc_runtime()
+        .map_or_else(|_| rt.handle().clone(), |h| h)
+        .spawn(master.clone().send_releases());
     let filesystem = fs::ElkFs::new(rt.handle().clone(), master, opts);
     let mut session = Session::new(filesystem, &mountpoint, &config)
         .with_context(|| format!("mounting {}", mountpoint.display()))?;

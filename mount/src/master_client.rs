@@ -6,18 +6,20 @@
 //! answers next (a promoted standby), so a failover is invisible too.
 
 use crate::dir_attrs::DirAttrs;
+use crate::locks::lock;
 use elkfs_proto::limits::CHUNK_SIZE;
 use elkfs_proto::meta::meta_client::MetaClient;
 use elkfs_proto::meta::{
     Attr, AttrReply, ChunkDamagedRequest, ChunkReply, ChunkRequest, EntryRequest, HelloRequest,
     InodeRequest, LinkRequest, LookupRequest, MknodRequest, NodeKind, OpenRequest, ReadDirReply,
-    ReadDirRequest, RenameRequest, SetAttrRequest, StatFsReply, SymlinkRequest, WriteEndRequest,
+    ReadDirRequest, ReleaseRequest, RenameRequest, SetAttrRequest, StatFsReply, SymlinkRequest,
+    WriteEndRequest,
 };
 use elkfs_proto::{transport, FsError};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
@@ -26,6 +28,9 @@ use tracing::{debug, info, warn};
 const RETRY_FOR: Duration = Duration::from_secs(30);
 /// How often the session is renewed (the master drops it after 120 s of silence).
 const KEEPALIVE: Duration = Duration::from_secs(10);
+/// Closes wait this long to be sent together: a run of opens and closes (an untar, a build)
+/// then costs the master one request per this, not one per file.
+const RELEASE_DELAY: Duration = Duration::from_millis(2);
 
 pub struct Master {
     /// Every master address with its client, in the order given.
@@ -42,6 +47,10 @@ pub struct Master {
     open: Mutex<HashMap<u64, u32>>,
     /// Directory attributes from change replies, for the GETATTR that follows a change.
     dirs: DirAttrs,
+    /// Closes the master has not been told of yet, one entry per close.
+    closes: Mutex<Vec<u64>>,
+    /// Wakes [`Master::send_releases`] when `closes` gets its first entry.
+    closed: tokio::sync::Notify,
 }
 
 /// One Meta RPC through [`Master::call`]; with `session`, the request's session field is
@@ -105,6 +114,8 @@ impl Master {
             hello_lock: tokio::sync::Mutex::new(()),
             open: Mutex::new(HashMap::new()),
             dirs: DirAttrs::new(attr_ttl),
+            closes: Mutex::new(Vec::new()),
+            closed: tokio::sync::Notify::new(),
         })
     }
 
@@ -155,17 +166,11 @@ impl Master {
     }
 
     fn open_inodes(&self) -> Vec<u64> {
-        match self.open.lock() {
-            Ok(open) => open.keys().copied().collect(),
-            Err(poisoned) => poisoned.into_inner().keys().copied().collect(),
-        }
+        lock(&self.open).keys().copied().collect()
     }
 
     fn note_open(&self, ino: u64, opened: bool) {
-        let mut open = match self.open.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut open = lock(&self.open);
         if opened {
             *open.entry(ino).or_insert(0) += 1;
         } else if let Some(n) = open.get_mut(&ino) {
@@ -178,7 +183,7 @@ impl Master {
 
     /// Says hello every [`KEEPALIVE`] so the master keeps this session (and the files it
     /// has open); after a master restart this also re-attaches an idle mount.
-    pub async fn keepalive(self: std::sync::Arc<Self>) {
+    pub async fn keepalive(self: Arc<Self>) {
         loop {
             tokio::time::sleep(KEEPALIVE).await;
             let _one = self.hello_lock.lock().await;
@@ -378,9 +383,49 @@ impl Master {
         Ok(attr)
     }
 
-    pub async fn release(&self, ino: u64) -> Result<(), FsError> {
-        self.note_open(ino, false);
-        rpc!(self, release, OpenRequest { ino, session: 0 }, session).map(drop)
+    /// Counts one close of `ino`; [`Master::send_releases`] tells the master within
+    /// [`RELEASE_DELAY`]. Nothing waits for that: only an unlinked file's purge does.
+    pub fn release(&self, ino: u64) {
+        let first = {
+            let mut closes = lock(&self.closes);
+            closes.push(ino);
+            closes.len() == 1
+        };
+        if first {
+            self.closed.notify_one();
+        }
+    }
+
+    /// Sends the closes [`Master::release`] collects, for as long as the mount runs.
+    pub async fn send_releases(self: Arc<Self>) {
+        loop {
+            self.closed.notified().await;
+            tokio::time::sleep(RELEASE_DELAY).await;
+            self.release_now().await;
+        }
+    }
+
+    /// Tells the master of every close collected so far.
+    pub async fn release_now(&self) {
+        let inos = std::mem::take(&mut *lock(&self.closes));
+        if inos.is_empty() {
+            return;
+        }
+        let req = ReleaseRequest {
+            inos: inos.clone(),
+            session: 0,
+        };
+        // Still counted open meanwhile: a Hello re-attaching the session inside this call
+        // must re-assert these, or the release would take them off the master twice.
+        if let Err(e) = rpc!(self, release, req, session) {
+            warn!(
+                closes = inos.len(),
+                "cannot tell the master of closed files: {e}"
+            );
+        }
+        for ino in inos {
+            self.note_open(ino, false);
+        }
     }
 
     pub async fn read_chunk(&self, ino: u64, index: u64) -> Result<ChunkReply, FsError> {

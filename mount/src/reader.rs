@@ -2,6 +2,7 @@
 //! chunkserver with fail-over to the other copies, and per-open-file sequential read-ahead.
 
 use crate::chunkservers::ChunkServers;
+use crate::locks::lock;
 use crate::master_client::Master;
 use bytes::{Bytes, BytesMut};
 use elkfs_proto::chunk::ReadRequest;
@@ -10,7 +11,7 @@ use elkfs_proto::meta::ChunkReply;
 use elkfs_proto::FsError;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{debug, warn};
 
@@ -25,13 +26,6 @@ const SEQ_SLACK: u64 = 1 << 20;
 const SEQ_START: u64 = 256 << 10;
 /// Rounds over all copies (re-asking the master for locations between rounds).
 const READ_ROUNDS: u32 = 3;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
 
 pub struct Reader {
     master: Arc<Master>,

@@ -6,6 +6,7 @@
 //! on to the next chunk, or flush / fsync / close / truncate / a read of the file.
 
 use crate::chunkservers::ChunkServers;
+use crate::locks::lock;
 use crate::master_client::Master;
 use bytes::{Bytes, BytesMut};
 use elkfs_proto::chunk::write_message::Msg;
@@ -41,13 +42,6 @@ const STREAM_IDLE: Duration = Duration::from_secs(5);
 const BUFFER_LINGER: Duration = Duration::from_secs(1);
 /// A busy stream re-joins its lease this often (the master drops untouched leases).
 const LEASE_REFRESH: Duration = Duration::from_secs(30);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
 
 /// Shared by every file's writer.
 pub struct WriteCtx {

@@ -6,6 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::time::Duration;
 
 fn cluster() -> Cluster {
     Cluster::start(Opts {
@@ -428,7 +429,7 @@ fn attributes() {
     // ctime moves on metadata changes.
     let ctime = |md: &fs::Metadata| (md.ctime(), md.ctime_nsec());
     let before = ctime(&fs::metadata(&f).expect("stat"));
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::thread::sleep(Duration::from_millis(20));
     chmod(&f, 0o600);
     assert!(
         ctime(&fs::metadata(&f).expect("stat")) > before,
@@ -504,7 +505,15 @@ fn unlinked_open_file_stays_usable() {
     h.read_to_string(&mut back).expect("read after unlink");
     assert_eq!(back, "before unlink; after unlink");
     assert_eq!(h.metadata().expect("fstat").nlink(), 0);
+    let chunk_files = || (0..2).map(|i| c.chunk_files(i).len()).sum::<usize>();
+    assert!(chunk_files() > 0, "the open unlinked file keeps its chunk");
     drop(h);
+    // The mount tells the master of closes in batches; the last one frees the chunk.
+    c.wait_for(
+        "the chunk of the closed unlinked file deleted",
+        Duration::from_secs(20),
+        || chunk_files() == 0,
+    );
     // A new file under the same name is a different, empty file.
     fs::write(&p, b"").expect("recreate");
     assert_eq!(fs::metadata(&p).expect("stat").len(), 0);

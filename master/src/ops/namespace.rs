@@ -317,13 +317,19 @@ impl Master {
         Ok(attr)
     }
 
-    pub async fn release(&self, session: u64, ino: u64) -> Result<(), FsError> {
-        let orphan = {
+    /// One close of each of `inos` (an inode closed twice is listed twice).
+    pub async fn release(&self, session: u64, inos: &[u64]) -> Result<(), FsError> {
+        let orphans: Vec<u64> = {
             let mut inner = self.lock();
-            let last = inner.sessions.release(session, ino);
-            last && inner.state.inodes.get(&ino).is_some_and(|n| n.nlink == 0)
+            inos.iter()
+                .copied()
+                .filter(|&ino| {
+                    let last = inner.sessions.release(session, ino);
+                    last && inner.state.inodes.get(&ino).is_some_and(|n| n.nlink == 0)
+                })
+                .collect()
         };
-        if orphan {
+        for ino in orphans {
             purge(self, ino).await?;
         }
         Ok(())

@@ -104,10 +104,10 @@ impl Meta for MetaService {
         attr(self.0.open(r.session, r.ino))
     }
 
-    #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino))]
-    async fn release(&self, r: Request<OpenRequest>) -> Result<Response<Empty>, Status> {
+    #[instrument(level = "debug", skip_all, fields(n = r.get_ref().inos.len()))]
+    async fn release(&self, r: Request<ReleaseRequest>) -> Result<Response<Empty>, Status> {
         let r = r.into_inner();
-        reply(self.0.release(r.session, r.ino).await.map(|_| Empty {}))
+        reply(self.0.release(r.session, &r.inos).await.map(|_| Empty {}))
     }
 
     #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino, index = r.get_ref().index))]
