@@ -266,6 +266,12 @@ fn torn_changelog_tail() {
         c.kill_master();
         damage(&newest_changelog(&c.master_data_dir()));
         c.start_master();
+        let said = fs::read_to_string(c.log_path("master")).expect("master log");
+        assert_eq!(
+            said.matches("changelog replay stopped early").count(),
+            round + 1,
+            "the master says what it dropped ({how})"
+        );
         let m = c.mount();
         assert_files(m.path(), &prefix, 20, &format!("{how} changelog tail"));
         for earlier in &damages[..round] {
