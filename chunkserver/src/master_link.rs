@@ -17,13 +17,14 @@ use elkfs_proto::registry::{
     BucketDigest, BucketReport, DamagedRequest, HeartbeatRequest, RegisterRequest,
 };
 use elkfs_proto::FsError;
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// A copy that failed its CRC check, to be reported to the master.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DamageReport {
     pub chunk_id: u64,
     pub version: u32,
@@ -143,6 +144,9 @@ impl MasterLink {
         // Whether the last contact attempt failed, so each outage is logged once.
         let mut unreachable = false;
         let mut pending: Vec<DamageReport> = Vec::new();
+        // Delivered reports: a master that restarts has forgotten them, so each new
+        // registration repeats those whose copy is still here.
+        let mut reported: HashSet<DamageReport> = HashSet::new();
         let mut tick = tokio::time::interval(self.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -155,7 +159,14 @@ impl MasterLink {
                 }
                 _ = tick.tick() => {
                     let res = match current {
-                        None => self.register_any(&mut clients, next).await.map(Some),
+                        None => self.register_any(&mut clients, next).await.map(|r| {
+                            pending.extend(
+                                reported
+                                    .drain()
+                                    .filter(|d| self.store.holds(d.chunk_id, d.version)),
+                            );
+                            Some(r)
+                        }),
                         Some(r) => self.heartbeat(&mut clients[r.master], r).await,
                     };
                     match res {
@@ -182,8 +193,13 @@ impl MasterLink {
             }
             if let Some(r) = current {
                 next = r.master;
-                self.send_damage(&mut clients[r.master], r.server_id, &mut pending)
-                    .await;
+                self.send_damage(
+                    &mut clients[r.master],
+                    r.server_id,
+                    &mut pending,
+                    &mut reported,
+                )
+                .await;
             }
         }
     }
@@ -299,6 +315,7 @@ impl MasterLink {
         client: &mut Client,
         server_id: u64,
         pending: &mut Vec<DamageReport>,
+        reported: &mut HashSet<DamageReport>,
     ) {
         while let Some(d) = pending.last().copied() {
             let req = DamagedRequest {
@@ -310,6 +327,7 @@ impl MasterLink {
                 Ok(_) => {
                     tracing::info!(chunk = %hex(d.chunk_id), version = d.version, "damage reported to master");
                     pending.pop();
+                    reported.insert(d);
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "damage report failed, will retry");

@@ -602,6 +602,15 @@ impl Store {
         w.file.sync_data().map_err(|e| chunk_error(w.id, e))
     }
 
+    /// Whether this copy, at this version, is held.
+    pub fn holds(&self, id: u64, version: u32) -> bool {
+        let slot = self.lock_map().get(&id).cloned();
+        slot.is_some_and(|s| {
+            let st = s.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.meta.is_some_and(|m| m.version == version)
+        })
+    }
+
     /// Everything held.
     pub fn chunk_list(&self) -> Vec<ChunkInfo> {
         self.chunks_in(|_| true)

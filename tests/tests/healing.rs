@@ -121,6 +121,47 @@ fn scrub_finds_bit_rot_nobody_reads_and_it_is_repaired() {
     assert_read(&c, "f", &content, "after the scrub repair");
 }
 
+#[test]
+fn damage_found_before_a_master_restart_is_known_after_it() {
+    // Two servers at goal 2: the damaged copy has nowhere to be replaced, so its mark
+    // stays. No scrub: after the restart, only the chunkserver's report can bring it back.
+    let c = Cluster::start(Opts {
+        chunkservers: 2,
+        ..opts(2, "scrub_bytes_per_sec = 0\n")
+    });
+    let content = Rng::new("bitrot-restart").bytes(10 * MIB);
+    let ino = {
+        let m = c.mount();
+        write_file(&m.join("f"), &content);
+        ino(&m.join("f"))
+    };
+    wait_healed(&c, "2 copies written", ino, 2, &content);
+    rot_first_copy(&c, ino);
+    assert_read(&c, "f", &content, "read with one rotten copy");
+    let one_damaged = |info: &elkfs_proto::admin::FileInfoReply| {
+        let copies = &info.chunks[0].copies;
+        let damaged = copies
+            .iter()
+            .filter(|cp| cp.state == CopyState::Damaged as i32)
+            .count();
+        let valid = copies
+            .iter()
+            .filter(|cp| cp.state == CopyState::Valid as i32)
+            .count();
+        (damaged, valid) == (1, 1)
+    };
+    wait_files(&c, "the rotten copy marked damaged", &[ino], one_damaged);
+    c.kill_master();
+    c.start_master();
+    wait_files(
+        &c,
+        "the mark back after a master restart",
+        &[ino],
+        one_damaged,
+    );
+    assert_read(&c, "f", &content, "after the master restart");
+}
+
 /// Appends `content` to `path` 1 MiB at a time with an fsync every 8 MiB, counting in
 /// `progress` the MiB written and returning the bytes acknowledged by the last fsync.
 fn append_with_fsyncs(path: PathBuf, content: Arc<Vec<u8>>, progress: Arc<AtomicUsize>) -> usize {
