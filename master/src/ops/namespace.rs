@@ -329,10 +329,14 @@ impl Master {
                 })
                 .collect()
         };
+        // Every orphan gets its purge even if an earlier one fails.
+        let mut failed = None;
         for ino in orphans {
-            purge(self, ino).await?;
+            if let Err(e) = purge(self, ino).await {
+                failed.get_or_insert(e);
+            }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 }
 
