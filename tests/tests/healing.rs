@@ -60,6 +60,18 @@ fn wait_healed(c: &Cluster, what: &str, ino: u64, goal: usize, content: &[u8]) {
     });
 }
 
+/// Writes 10 MiB of `label`'s bytes to file "f" and waits for its 2 copies.
+fn write_two_copies(c: &Cluster, label: &str) -> (u64, Vec<u8>) {
+    let content = Rng::new(label).bytes(10 * MIB);
+    let ino = {
+        let m = c.mount();
+        write_file(&m.join("f"), &content);
+        ino(&m.join("f"))
+    };
+    wait_healed(c, "2 copies written", ino, 2, &content);
+    (ino, content)
+}
+
 /// Rots the copy of the file's first chunk that a reader tries first (the master's order),
 /// in two blocks. Replaced means [`disks_at_goal`] holds again: that file is then gone or
 /// has the right bytes.
@@ -82,13 +94,7 @@ fn rot_first_copy(c: &Cluster, ino: u64) {
 fn reader_meets_bit_rot_gets_good_data_and_the_copy_is_replaced() {
     // No scrub: only the reader can find the damage.
     let c = Cluster::start(opts(2, "scrub_bytes_per_sec = 0\n"));
-    let content = Rng::new("bitrot-read").bytes(10 * MIB);
-    let ino = {
-        let m = c.mount();
-        write_file(&m.join("f"), &content);
-        ino(&m.join("f"))
-    };
-    wait_healed(&c, "2 copies written", ino, 2, &content);
+    let (ino, content) = write_two_copies(&c, "bitrot-read");
     rot_first_copy(&c, ino);
 
     assert_read(&c, "f", &content, "read with one rotten copy");
@@ -102,13 +108,7 @@ fn scrub_finds_bit_rot_nobody_reads_and_it_is_repaired() {
         2,
         "scrub_bytes_per_sec = 1073741824\nscrub_pause_secs = 1\n",
     ));
-    let content = Rng::new("bitrot-scrub").bytes(10 * MIB);
-    let ino = {
-        let m = c.mount();
-        write_file(&m.join("f"), &content);
-        ino(&m.join("f"))
-    };
-    wait_healed(&c, "2 copies written", ino, 2, &content);
+    let (ino, content) = write_two_copies(&c, "bitrot-scrub");
     // No mount from here until it is repaired: nobody reads the file.
     rot_first_copy(&c, ino);
     wait_healed(
@@ -129,13 +129,7 @@ fn damage_found_before_a_master_restart_is_known_after_it() {
         chunkservers: 2,
         ..opts(2, "scrub_bytes_per_sec = 0\n")
     });
-    let content = Rng::new("bitrot-restart").bytes(10 * MIB);
-    let ino = {
-        let m = c.mount();
-        write_file(&m.join("f"), &content);
-        ino(&m.join("f"))
-    };
-    wait_healed(&c, "2 copies written", ino, 2, &content);
+    let (ino, content) = write_two_copies(&c, "bitrot-restart");
     rot_first_copy(&c, ino);
     assert_read(&c, "f", &content, "read with one rotten copy");
     let one_damaged = |info: &elkfs_proto::admin::FileInfoReply| {
