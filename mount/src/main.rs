@@ -136,7 +136,7 @@ fn main() -> anyhow::Result<()> {
     rt.spawn(master.clone().keepalive());
     // Beside the master connection, so sending a batch wakes no other thread.
     elkfs_proto::transport::rpc_runtime()
-        .map_or_else(|_| rt.handle().clone(), |h| h)
+        .unwrap_or_else(|_| rt.handle().clone())
         .spawn(master.clone().send_releases());
     let filesystem = fs::ElkFs::new(rt.handle().clone(), master, opts);
     let mut session = Session::new(filesystem, &mountpoint, &config)

@@ -2,7 +2,7 @@
 //! bit rot nobody reads (scrub), and a chunkserver cut off by a network partition while a
 //! client keeps writing. Reads never fail and never return wrong or stale data meanwhile.
 
-use elkfs_proto::admin::CopyState;
+use elkfs_proto::admin::{CopyState, FileInfoReply};
 use elkfs_tests::copies::{
     at_goal, disk_copies, disks_at_goal, file_info, ino, read_locations, rot, wait_files,
     HEAL_TIMEOUT,
@@ -132,17 +132,10 @@ fn damage_found_before_a_master_restart_is_known_after_it() {
     let (ino, content) = write_two_copies(&c, "bitrot-restart");
     rot_first_copy(&c, ino);
     assert_read(&c, "f", &content, "read with one rotten copy");
-    let one_damaged = |info: &elkfs_proto::admin::FileInfoReply| {
-        let copies = &info.chunks[0].copies;
-        let damaged = copies
-            .iter()
-            .filter(|cp| cp.state == CopyState::Damaged as i32)
-            .count();
-        let valid = copies
-            .iter()
-            .filter(|cp| cp.state == CopyState::Valid as i32)
-            .count();
-        (damaged, valid) == (1, 1)
+    let one_damaged = |info: &FileInfoReply| {
+        let mut states: Vec<i32> = info.chunks[0].copies.iter().map(|cp| cp.state).collect();
+        states.sort();
+        states == [CopyState::Valid as i32, CopyState::Damaged as i32]
     };
     wait_files(&c, "the rotten copy marked damaged", &[ino], one_damaged);
     c.kill_master();
