@@ -1,6 +1,7 @@
 //! The sled chunk index: chunk id → (version, disk, length), so a clean start-up needs no
 //! directory scan. Only trusted when the `clean` marker says the last shutdown synced it;
-//! the chunk files stay the source of truth.
+//! the chunk files stay the source of truth. Beside it, the copies found damaged, written
+//! as they are found.
 
 use std::path::Path;
 
@@ -9,6 +10,8 @@ pub const CLEAN_MARKER: &str = "clean";
 pub const INDEX_DIR: &str = "index.sled";
 const META_TREE: &str = "meta";
 const DIRS_KEY: &str = "data_dirs";
+/// Chunk id → version of a copy found damaged.
+const DAMAGED_TREE: &str = "damaged";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -92,6 +95,34 @@ impl Index {
             out.push((id, e));
         }
         Ok((dirs, out))
+    }
+
+    /// Remembers that the copy of `id` at `version` is damaged, on disk before returning.
+    pub fn mark_damaged(&self, id: u64, version: u32) -> Result<(), IndexError> {
+        let tree = self.db.open_tree(DAMAGED_TREE)?;
+        tree.insert(id.to_be_bytes(), &version.to_le_bytes())?;
+        tree.flush()?;
+        Ok(())
+    }
+
+    /// Every copy marked damaged (malformed entries are skipped: a mark only speeds up
+    /// what scrub would find again).
+    pub fn damaged(&self) -> Result<Vec<(u64, u32)>, IndexError> {
+        let mut out = Vec::new();
+        for kv in self.db.open_tree(DAMAGED_TREE)?.iter() {
+            let (k, v) = kv?;
+            let id = k.as_ref().try_into().ok().map(u64::from_be_bytes);
+            let version = v.as_ref().try_into().ok().map(u32::from_le_bytes);
+            if let (Some(id), Some(version)) = (id, version) {
+                out.push((id, version));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn forget_damaged(&self, id: u64) -> Result<(), IndexError> {
+        self.db.open_tree(DAMAGED_TREE)?.remove(id.to_be_bytes())?;
+        Ok(())
     }
 
     /// Makes the index hold exactly `entries` for the data directories `dirs` (an opaque

@@ -4,6 +4,10 @@
 //! after us or restart at any time, so every failure here is retried on the next tick
 //! rather than ending the link.
 //!
+//! Damage marks live in the master's memory only, so they are also kept here (in the
+//! index, across restarts) and reported again to every master this server registers with,
+//! for as long as the damaged copy is held.
+//!
 //! Several master addresses (an active master and standbys): the link stays with the one
 //! that answered; when it fails, the next tick tries each address in turn, starting with
 //! the one after it, and registers afresh with whichever answers. A standby does not
@@ -17,14 +21,13 @@ use elkfs_proto::registry::{
     BucketDigest, BucketReport, DamagedRequest, HeartbeatRequest, RegisterRequest,
 };
 use elkfs_proto::FsError;
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// A copy that failed its CRC check, to be reported to the master.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DamageReport {
     pub chunk_id: u64,
     pub version: u32,
@@ -144,9 +147,6 @@ impl MasterLink {
         // Whether the last contact attempt failed, so each outage is logged once.
         let mut unreachable = false;
         let mut pending: Vec<DamageReport> = Vec::new();
-        // Delivered reports: a master that restarts has forgotten them, so each new
-        // registration repeats those whose copy is still here.
-        let mut reported: HashSet<DamageReport> = HashSet::new();
         let mut tick = tokio::time::interval(self.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -154,19 +154,19 @@ impl MasterLink {
                 _ = stop.changed() => return Ok(()),
                 d = damaged.recv() => {
                     if let Some(d) = d {
+                        self.remember_damage(d).await;
                         pending.push(d);
                     }
                 }
                 _ = tick.tick() => {
                     let res = match current {
-                        None => self.register_any(&mut clients, next).await.map(|r| {
-                            pending.extend(
-                                reported
-                                    .drain()
-                                    .filter(|d| self.store.holds(d.chunk_id, d.version)),
-                            );
-                            Some(r)
-                        }),
+                        None => {
+                            let r = self.register_any(&mut clients, next).await;
+                            if r.is_ok() {
+                                self.queue_known_damage(&mut pending).await;
+                            }
+                            r.map(Some)
+                        }
                         Some(r) => self.heartbeat(&mut clients[r.master], r).await,
                     };
                     match res {
@@ -193,13 +193,8 @@ impl MasterLink {
             }
             if let Some(r) = current {
                 next = r.master;
-                self.send_damage(
-                    &mut clients[r.master],
-                    r.server_id,
-                    &mut pending,
-                    &mut reported,
-                )
-                .await;
+                self.send_damage(&mut clients[r.master], r.server_id, &mut pending)
+                    .await;
             }
         }
     }
@@ -309,13 +304,43 @@ impl MasterLink {
         Ok(Some(r))
     }
 
+    async fn remember_damage(&self, d: DamageReport) {
+        let store = self.store.clone();
+        let marked = blocking(move || {
+            store
+                .mark_damaged(d.chunk_id, d.version)
+                .map_err(|e| FsError::Io(e.to_string()))
+        });
+        if let Err(e) = marked.await {
+            tracing::warn!(chunk = %hex(d.chunk_id), error = %e, "damage mark not saved; scrub will find it again");
+        }
+    }
+
+    /// Queues a report of every held copy marked damaged, for a master just registered with.
+    async fn queue_known_damage(&self, pending: &mut Vec<DamageReport>) {
+        let store = self.store.clone();
+        let known = blocking(move || store.damaged().map_err(|e| FsError::Io(e.to_string())));
+        match known.await {
+            Ok(known) => {
+                for (chunk_id, version) in known {
+                    let d = DamageReport { chunk_id, version };
+                    if !pending.contains(&d) {
+                        pending.push(d);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "damage marks unreadable; scrub will find them again")
+            }
+        }
+    }
+
     /// Sends queued damage reports, newest first, until one fails (retried next time).
     async fn send_damage(
         &self,
         client: &mut Client,
         server_id: u64,
         pending: &mut Vec<DamageReport>,
-        reported: &mut HashSet<DamageReport>,
     ) {
         while let Some(d) = pending.last().copied() {
             let req = DamagedRequest {
@@ -327,7 +352,6 @@ impl MasterLink {
                 Ok(_) => {
                     tracing::info!(chunk = %hex(d.chunk_id), version = d.version, "damage reported to master");
                     pending.pop();
-                    reported.insert(d);
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "damage report failed, will retry");

@@ -541,6 +541,10 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
             *held = None;
+            // A copy made here later (at any version) starts without the old copy's mark.
+            if let Err(e) = self.index.forget_damaged(id) {
+                tracing::warn!(chunk = format_args!("{id:016X}"), error = %e, "damage mark not cleared");
+            }
             Ok(())
         })
     }
@@ -602,8 +606,27 @@ impl Store {
         w.file.sync_data().map_err(|e| chunk_error(w.id, e))
     }
 
+    /// Remembers, across restarts, that the copy of `id` at `version` is damaged.
+    pub fn mark_damaged(&self, id: u64, version: u32) -> Result<(), StoreError> {
+        Ok(self.index.mark_damaged(id, version)?)
+    }
+
+    /// The copies marked damaged that are still held; marks of copies since deleted or
+    /// replaced by another version are dropped.
+    pub fn damaged(&self) -> Result<Vec<(u64, u32)>, StoreError> {
+        let mut held = Vec::new();
+        for (id, version) in self.index.damaged()? {
+            if self.holds(id, version) {
+                held.push((id, version));
+            } else {
+                self.index.forget_damaged(id)?;
+            }
+        }
+        Ok(held)
+    }
+
     /// Whether this copy, at this version, is held.
-    pub fn holds(&self, id: u64, version: u32) -> bool {
+    fn holds(&self, id: u64, version: u32) -> bool {
         let slot = self.lock_map().get(&id).cloned();
         slot.is_some_and(|s| {
             let st = s.state.lock().unwrap_or_else(|p| p.into_inner());

@@ -382,3 +382,29 @@ fn orders_survive_an_unclean_restart() {
     );
     assert_eq!(store.read(1, 2, 0, 1 << 20).unwrap(), pattern(200_000, 2));
 }
+
+#[test]
+fn damage_marks_survive_restarts_until_the_copy_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || Store::open(&[dir.path().to_owned()], 0).unwrap();
+    let store = open();
+    for id in [7, 8] {
+        store.create(id, 1).unwrap();
+        store.mark_damaged(id, 1).unwrap();
+    }
+    drop(store);
+    // Unclean restart: the chunk list is rebuilt from the files, the marks are kept.
+    let store = open();
+    let mut marks = store.damaged().unwrap();
+    marks.sort();
+    assert_eq!(marks, vec![(7, 1), (8, 1)]);
+    store.delete(8, 1).unwrap();
+    store.shutdown().unwrap();
+    drop(store);
+    let store = open();
+    assert_eq!(store.damaged().unwrap(), vec![(7, 1)]);
+    // A new copy of a deleted chunk starts clean; a mark for another version is dropped.
+    store.create(8, 1).unwrap();
+    store.set_version(7, 1, 2).unwrap();
+    assert_eq!(store.damaged().unwrap(), vec![]);
+}

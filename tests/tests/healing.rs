@@ -73,9 +73,9 @@ fn write_two_copies(c: &Cluster, label: &str) -> (u64, Vec<u8>) {
 }
 
 /// Rots the copy of the file's first chunk that a reader tries first (the master's order),
-/// in two blocks. Replaced means [`disks_at_goal`] holds again: that file is then gone or
-/// has the right bytes.
-fn rot_first_copy(c: &Cluster, ino: u64) {
+/// in two blocks, and returns that server's index. Replaced means [`disks_at_goal`] holds
+/// again: that file is then gone or has the right bytes.
+fn rot_first_copy(c: &Cluster, ino: u64) -> usize {
     let info = file_info(&c.master_addr(), ino).expect("fileinfo");
     let chunk = &info.chunks[0];
     let first = read_locations(&c.master_addr(), ino, 0).expect("read locations");
@@ -88,6 +88,7 @@ fn rot_first_copy(c: &Cluster, ino: u64) {
         .find(|d| d.server == server && d.version == chunk.version)
         .expect("the listed copy is on that server's disk");
     rot(&copy.path, &[1000, 5 * MIB as u64 + 77]);
+    server
 }
 
 #[test]
@@ -122,15 +123,15 @@ fn scrub_finds_bit_rot_nobody_reads_and_it_is_repaired() {
 }
 
 #[test]
-fn damage_found_before_a_master_restart_is_known_after_it() {
+fn damage_found_before_a_restart_is_known_after_it() {
     // Two servers at goal 2: the damaged copy has nowhere to be replaced, so its mark
-    // stays. No scrub: after the restart, only the chunkserver's report can bring it back.
+    // stays. No scrub: after a restart, only the chunkserver's report can bring it back.
     let c = Cluster::start(Opts {
         chunkservers: 2,
         ..opts(2, "scrub_bytes_per_sec = 0\n")
     });
     let (ino, content) = write_two_copies(&c, "bitrot-restart");
-    rot_first_copy(&c, ino);
+    let rotten = rot_first_copy(&c, ino);
     assert_read(&c, "f", &content, "read with one rotten copy");
     let one_damaged = |info: &FileInfoReply| {
         let mut states: Vec<i32> = info.chunks[0].copies.iter().map(|cp| cp.state).collect();
@@ -146,7 +147,17 @@ fn damage_found_before_a_master_restart_is_known_after_it() {
         &[ino],
         one_damaged,
     );
-    assert_read(&c, "f", &content, "after the master restart");
+    c.kill_chunkserver(rotten);
+    c.kill_master();
+    c.start_master();
+    c.start_chunkserver(rotten);
+    wait_files(
+        &c,
+        "the mark back after a restart of the master and that chunkserver",
+        &[ino],
+        one_damaged,
+    );
+    assert_read(&c, "f", &content, "after the restarts");
 }
 
 /// Appends `content` to `path` 1 MiB at a time with an fsync every 8 MiB, counting in
