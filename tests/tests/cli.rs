@@ -112,3 +112,26 @@ fn is_zombie(pid: i32) -> bool {
         })
         .unwrap_or(true)
 }
+
+#[test]
+fn up_refuses_an_address_in_use() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (data, mnt) = (tmp.path().join("data"), tmp.path().join("mnt"));
+    let _cleanup = Cleanup(&data, &mnt);
+    let host = next_loopback_ip();
+    // Something else (another cluster's master, say) listens where this master would.
+    let _taken = std::net::TcpListener::bind((host, 9520)).expect("bind the master port");
+    let out = std::process::Command::new(elkfs_tests::bin("elkfs"))
+        .arg("up")
+        .args([&data, &mnt])
+        .args(["--chunkservers", "1", "--host", &host.to_string()])
+        .output()
+        .expect("run elkfs up");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "up succeeded on a taken address");
+    assert!(
+        err.contains(&format!("master: {host}:9520 is already in use")),
+        "unclear error: {err}"
+    );
+    assert!(pids(&data.join("run")).is_empty(), "a daemon was started");
+}

@@ -83,7 +83,7 @@ pub fn run(args: Args) -> Result<()> {
     started.push(ensure(
         &layout,
         "master",
-        master_addr.to_string(),
+        Listen::On(master_addr),
         &[OsStr::new("--config"), master_conf.as_os_str()],
     )?);
     wait_for(
@@ -99,7 +99,7 @@ pub fn run(args: Args) -> Result<()> {
     started.push(ensure(
         &layout,
         "metalogger",
-        format!("follows {master}"),
+        Listen::Not(format!("follows {master}")),
         &[
             OsStr::new("--master"),
             OsStr::new(&master),
@@ -114,7 +114,7 @@ pub fn run(args: Args) -> Result<()> {
         started.push(ensure(
             &layout,
             name,
-            addr.to_string(),
+            Listen::On(addr),
             &[OsStr::new("--config"), conf.as_os_str()],
         )?);
     }
@@ -189,7 +189,17 @@ fn write_toml<T: Serialize>(path: &Path, header: &str, value: &T) -> Result<()> 
 }
 
 /// Starts daemon `name` unless its pid file points at a live process of its binary.
-fn ensure(layout: &Layout, name: &str, address: String, args: &[&OsStr]) -> Result<Started> {
+/// Where a daemon listens, or what to show instead.
+enum Listen {
+    On(SocketAddr),
+    Not(String),
+}
+
+fn ensure(layout: &Layout, name: &str, listen: Listen, args: &[&OsStr]) -> Result<Started> {
+    let address = match &listen {
+        Listen::On(addr) => addr.to_string(),
+        Listen::Not(what) => what.clone(),
+    };
     if let Some(pid) = daemon::running_pid(layout, name)? {
         return Ok(Started {
             name: name.to_owned(),
@@ -197,6 +207,16 @@ fn ensure(layout: &Layout, name: &str, address: String, args: &[&OsStr]) -> Resu
             address,
             already_running: true,
         });
+    }
+    // A daemon started on a taken address exits at once, and the cluster would silently
+    // use whatever answers there (another cluster's master).
+    if let Listen::On(addr) = listen {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            bail!(
+                "{name}: {addr} is already in use ({e}): stop what listens there, or give \
+                 this cluster another loopback address with --host"
+            );
+        }
     }
     let bin = daemon::find_binary(daemon::binary_of(name))?;
     let pid = daemon::spawn_detached(layout, name, &bin, args)?;
