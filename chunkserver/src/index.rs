@@ -53,6 +53,8 @@ pub type Entries = Vec<(u64, IndexEntry)>;
 
 pub struct Index {
     db: sled::Db,
+    /// Opened once: every chunk deletion clears a possible mark here.
+    damaged: sled::Tree,
 }
 
 impl Index {
@@ -61,15 +63,19 @@ impl Index {
     pub fn open(data_dir: &Path, wipe_on_error: bool) -> Result<Index, IndexError> {
         let dir = data_dir.join(INDEX_DIR);
         match sled::open(&dir) {
-            Ok(db) => Ok(Index { db }),
+            Ok(db) => Index::on(db),
             Err(e) if wipe_on_error => {
                 tracing::warn!(dir = %dir.display(), error = %e, "chunk index unreadable, re-creating it");
                 std::fs::remove_dir_all(&dir)?;
-                let db = sled::open(&dir)?;
-                Ok(Index { db })
+                Index::on(sled::open(&dir)?)
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn on(db: sled::Db) -> Result<Index, IndexError> {
+        let damaged = db.open_tree(DAMAGED_TREE)?;
+        Ok(Index { db, damaged })
     }
 
     /// The data directories the index was written for (its disk numbers index this list),
@@ -99,9 +105,9 @@ impl Index {
 
     /// Remembers that the copy of `id` at `version` is damaged, on disk before returning.
     pub fn mark_damaged(&self, id: u64, version: u32) -> Result<(), IndexError> {
-        let tree = self.db.open_tree(DAMAGED_TREE)?;
-        tree.insert(id.to_be_bytes(), &version.to_le_bytes())?;
-        tree.flush()?;
+        self.damaged
+            .insert(id.to_be_bytes(), &version.to_le_bytes())?;
+        self.damaged.flush()?;
         Ok(())
     }
 
@@ -109,7 +115,7 @@ impl Index {
     /// what scrub would find again).
     pub fn damaged(&self) -> Result<Vec<(u64, u32)>, IndexError> {
         let mut out = Vec::new();
-        for kv in self.db.open_tree(DAMAGED_TREE)?.iter() {
+        for kv in self.damaged.iter() {
             let (k, v) = kv?;
             let id = k.as_ref().try_into().ok().map(u64::from_be_bytes);
             let version = v.as_ref().try_into().ok().map(u32::from_le_bytes);
@@ -121,7 +127,7 @@ impl Index {
     }
 
     pub fn forget_damaged(&self, id: u64) -> Result<(), IndexError> {
-        self.db.open_tree(DAMAGED_TREE)?.remove(id.to_be_bytes())?;
+        self.damaged.remove(id.to_be_bytes())?;
         Ok(())
     }
 
