@@ -44,6 +44,10 @@ async fn main() -> anyhow::Result<()> {
         addr: cfg.listen.clone(),
         uuid,
         heartbeat: Duration::from_secs(cfg.heartbeat_secs),
+        epoch: Arc::new(
+            master_link::epoch::Epoch::load(&cfg.data_dirs[0])
+                .context("reading the master epoch file")?,
+        ),
     };
     let link = tokio::spawn(link.run(damage_rx, stop_rx.clone()));
 

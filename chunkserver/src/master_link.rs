@@ -11,8 +11,11 @@
 //! Several master addresses (an active master and standbys): the link stays with the one
 //! that answered; when it fails, the next tick tries each address in turn, starting with
 //! the one after it, and registers afresh with whichever answers. A standby does not
-//! listen until it is promoted, so it refuses at once and costs nothing.
+//! listen until it is promoted, so it refuses at once and costs nothing. A master whose
+//! epoch is older than the newest this server has registered under was superseded by a
+//! promotion: it is never registered with (see [`epoch`]).
 
+pub mod epoch;
 mod reports;
 
 use crate::service::{blocking, hex};
@@ -62,11 +65,17 @@ pub fn load_or_create_uuid(dir: &Path) -> std::io::Result<String> {
         Err(e) => return Err(e),
     }
     let uuid = new_uuid();
-    let tmp = dir.join(format!("{UUID_FILE}.tmp"));
-    std::fs::write(&tmp, format!("{uuid}\n"))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
+    write_durably(dir, UUID_FILE, &format!("{uuid}\n"))?;
     Ok(uuid)
+}
+
+/// Replaces `dir/name` with `contents`; a crash leaves either the old or the new file.
+fn write_durably(dir: &Path, name: &str, contents: &str) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, contents)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// A random-enough identity without a new dependency: the std hasher's per-process random
@@ -104,6 +113,7 @@ pub struct MasterLink {
     pub addr: String,
     pub uuid: String,
     pub heartbeat: Duration,
+    pub epoch: Arc<epoch::Epoch>,
 }
 
 type Client = elkfs_proto::registry::registry_client::RegistryClient<tonic::transport::Channel>;
@@ -244,8 +254,18 @@ impl MasterLink {
             addr: self.addr.clone(),
             space: Some(space),
             buckets,
+            epoch_seen: self.epoch.seen(),
         };
         let reply = call(client.register(req)).await?;
+        let seen = self.epoch.seen();
+        if reply.epoch < seen {
+            return Err(FsError::Unavailable(format!(
+                "master {master} is at epoch {}, older than epoch {seen} registered under before",
+                reply.epoch
+            )));
+        }
+        let (epoch, new) = (self.epoch.clone(), reply.epoch);
+        blocking(move || epoch.note(new).map_err(FsError::from)).await?;
         let server_id = reply.server_id;
         let mut chunks_sent = 0;
         let mut calls = 0;

@@ -3,6 +3,7 @@
 //! digests with the chunk lists split over several calls, failover between masters.
 
 use elkfs_chunkserver::chunk_file::MAGIC;
+use elkfs_chunkserver::master_link::epoch::Epoch;
 use elkfs_chunkserver::master_link::{load_or_create_uuid, DamageReport, MasterLink};
 use elkfs_chunkserver::store::{chunk_file_name, Store};
 use elkfs_proto::registry::registry_server::Registry;
@@ -59,6 +60,7 @@ impl Registry for FakeMaster {
         Ok(Response::new(RegisterReply {
             server_id: 40 + regs.len() as u64,
             list_buckets,
+            epoch: 0,
         }))
     }
 
@@ -111,6 +113,7 @@ async fn registers_when_master_appears_and_reregisters_on_request() {
         addr: "127.0.0.1:9999".into(),
         uuid: "test-uuid".into(),
         heartbeat: Duration::from_millis(200),
+        epoch: Arc::new(Epoch::load(dir.path()).unwrap()),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let (damage_tx, damage_rx) = mpsc::channel(16);
@@ -232,6 +235,7 @@ async fn many_chunks_are_listed_in_bounded_calls_and_unchanged_buckets_not_at_al
         addr: "127.0.0.1:9999".into(),
         uuid: "many".into(),
         heartbeat: Duration::from_millis(100),
+        epoch: Arc::new(Epoch::load(dir.path()).unwrap()),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let (_damage_tx, damage_rx) = mpsc::channel(16);
@@ -306,6 +310,7 @@ async fn fails_over_to_the_next_master_that_answers() {
         addr: "127.0.0.1:9998".into(),
         uuid: "failover".into(),
         heartbeat: Duration::from_millis(100),
+        epoch: Arc::new(Epoch::load(dir.path()).unwrap()),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let (damage_tx, damage_rx) = mpsc::channel(16);

@@ -18,6 +18,7 @@ use elkfs_proto::changelog::{record::Op, Record};
 use elkfs_proto::chunk::DeleteRequest;
 use elkfs_proto::FsError;
 use prost::Message;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -51,6 +52,8 @@ pub struct Master {
     pub feed: Feed,
     /// Held for the master's lifetime: one master per data directory.
     _data_lock: std::fs::File,
+    /// Non-zero: the newer epoch that superseded this master (see `fence`).
+    pub(crate) superseded: AtomicU64,
 }
 
 impl Master {
@@ -99,6 +102,7 @@ impl Master {
             deletions: tx,
             feed,
             _data_lock: data_lock,
+            superseded: AtomicU64::new(0),
         });
         tokio::spawn(delete_worker(master.clone(), rx));
         tokio::spawn(housekeeping(master.clone()));
@@ -115,6 +119,7 @@ impl Master {
     /// Apply `op` as the next record and queue it for the changelog. Returns the version
     /// to wait for with [`Master::durable`].
     pub fn commit(&self, inner: &mut Inner, op: Op) -> Result<u64, FsError> {
+        self.refuse_if_superseded()?;
         if self.log.durable().failed {
             return Err(FsError::Io("metadata log is not writable".into()));
         }
@@ -214,6 +219,10 @@ impl Master {
 async fn delete_worker(master: Arc<Master>, mut rx: mpsc::UnboundedReceiver<Deletion>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL_DELETES));
     while let Some(d) = rx.recv().await {
+        // Its chunk table is older than the copies' (the cluster moved on without it).
+        if master.is_superseded() {
+            continue;
+        }
         let Some((addr, mut client)) = master.lock().cluster.client(d.server) else {
             continue;
         };

@@ -51,6 +51,9 @@ pub async fn run(master: Arc<Master>) {
             // A replication finished.
             _ = wake.notified() => settled_at = Instant::now() + SETTLE,
         }
+        if master.is_superseded() {
+            continue;
+        }
         let m = master.clone();
         let rebalance = Instant::now() >= settled_at;
         let actions = match tokio::task::spawn_blocking(move || plan(&m, rebalance)).await {

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod feed;
+pub mod fence;
 pub mod files;
 pub mod frame;
 pub mod healer;

@@ -2,12 +2,19 @@
 //! service on one listener until the stop signal, then a final metadata image.
 
 use crate::core::Master;
+use crate::fence;
 use crate::service::{AdminService, FeedService, MetaService, RegistryService};
 use elkfs_proto::transport;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::transport::server::TcpIncoming;
 use tracing::info;
+
+/// `service`, refusing every request once this master is superseded.
+fn fenced<S>(master: &Arc<Master>, service: S) -> InterceptedService<S, impl Interceptor + Clone> {
+    InterceptedService::new(service, fence::interceptor(master.clone()))
+}
 
 pub async fn serve(master: Arc<Master>, listener: TcpListener) -> anyhow::Result<()> {
     // `Server::tcp_nodelay` only applies to sockets tonic accepts itself. Without it,
@@ -15,10 +22,20 @@ pub async fn serve(master: Arc<Master>, listener: TcpListener) -> anyhow::Result
     // delayed ACK, adding ~40 ms to every synchronously replicated operation.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     transport::server()
-        .add_service(transport::meta_service(MetaService(master.clone())))
-        .add_service(transport::registry_service(RegistryService(master.clone())))
+        .add_service(fenced(
+            &master,
+            transport::meta_service(MetaService(master.clone())),
+        ))
+        .add_service(fenced(
+            &master,
+            transport::registry_service(RegistryService(master.clone())),
+        ))
+        // Still answers when superseded: `elkfs status` is how an operator finds out.
         .add_service(transport::admin_service(AdminService(master.clone())))
-        .add_service(transport::feed_service(FeedService(master.clone())))
+        .add_service(fenced(
+            &master,
+            transport::feed_service(FeedService(master.clone())),
+        ))
         .serve_with_incoming_shutdown(incoming, async {
             if let Err(e) = elkfs_proto::daemon::shutdown_signal().await {
                 tracing::error!(error = %e, "cannot watch signals");

@@ -2,7 +2,8 @@
 //! durable, the directory lock passes to the master, and the master's own code
 //! (`Master::from_state`, `server::serve`) runs in this process from the metadata in
 //! memory. The data directory already is a master directory (image and changelogs in the
-//! master's formats), so nothing is replayed or rewritten.
+//! master's formats), so nothing is replayed or rewritten. Its first record starts a new
+//! epoch, which fences the old master should it ever come back (see `elkfs_master::fence`).
 
 use crate::config::Config;
 use crate::control::PromoteOrder;
@@ -78,5 +79,10 @@ async fn start(
         "metadata in memory is at {}, the data directory at {version}",
         state.version
     );
-    Master::from_state(master_config(cfg)?, state).context("starting the master")
+    let master = Master::from_state(master_config(cfg)?, state).context("starting the master")?;
+    master
+        .begin_epoch()
+        .await
+        .context("starting a new master epoch")?;
+    Ok(master)
 }

@@ -10,12 +10,14 @@ use crate::locks::lock;
 use elkfs_proto::limits::CHUNK_SIZE;
 use elkfs_proto::meta::meta_client::MetaClient;
 use elkfs_proto::meta::{
-    Attr, AttrReply, ChunkDamagedRequest, ChunkReply, ChunkRequest, EntryRequest, HelloRequest,
-    InodeRequest, LinkRequest, LookupRequest, MknodRequest, NodeKind, OpenRequest, ReadDirReply,
-    ReadDirRequest, ReleaseRequest, RenameRequest, SetAttrRequest, StatFsReply, SymlinkRequest,
-    WriteEndRequest,
+    Attr, AttrReply, ChunkDamagedRequest, ChunkReply, ChunkRequest, EntryRequest, EpochRequest,
+    HelloRequest, InodeRequest, LinkRequest, LookupRequest, MknodRequest, NodeKind, OpenRequest,
+    ReadDirReply, ReadDirRequest, ReleaseRequest, RenameRequest, SetAttrRequest, StatFsReply,
+    SymlinkRequest, WriteEndRequest,
 };
 use elkfs_proto::{transport, FsError};
+use futures::future::join_all;
+use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -28,6 +30,8 @@ use tracing::{debug, info, warn};
 const RETRY_FOR: Duration = Duration::from_secs(30);
 /// How often the session is renewed (the master drops it after 120 s of silence).
 const KEEPALIVE: Duration = Duration::from_secs(10);
+/// How long a starting mount waits for each master to tell its epoch.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Closes wait this long to be sent together: a run of opens and closes (an untar, a build)
 /// then costs the master one request per this, not one per file.
 const RELEASE_DELAY: Duration = Duration::from_millis(2);
@@ -51,6 +55,9 @@ pub struct Master {
     closes: Mutex<Vec<u64>>,
     /// Wakes [`Master::send_releases`] when `closes` gets its first entry.
     closed: tokio::sync::Notify,
+    /// Highest master epoch seen: a master of an older one was superseded by a promotion
+    /// and is never attached to.
+    epoch: AtomicU64,
 }
 
 /// One Meta RPC through [`Master::call`]; with `session`, the request's session field is
@@ -116,6 +123,7 @@ impl Master {
             dirs: DirAttrs::new(attr_ttl),
             closes: Mutex::new(Vec::new()),
             closed: tokio::sync::Notify::new(),
+            epoch: AtomicU64::new(0),
         })
     }
 
@@ -127,6 +135,7 @@ impl Master {
         attr_ttl: Duration,
     ) -> Result<Master, FsError> {
         let master = Master::new(addrs, name, attr_ttl)?;
+        master.choose_newest().await;
         let start = Instant::now();
         loop {
             match master.hello().await {
@@ -181,6 +190,47 @@ impl Master {
         }
     }
 
+    /// With several master addresses: makes the one of the newest epoch the active one, and
+    /// tells the others of that epoch, so an old master started again after a promotion is
+    /// superseded before this or any other mount can attach to it.
+    async fn choose_newest(&self) {
+        if self.masters.len() < 2 {
+            return;
+        }
+        let probe = |i: usize, seen: u64| {
+            let mut client = self.masters[i].1.clone();
+            async move {
+                let asked = client.epoch(EpochRequest { epoch_seen: seen });
+                match tokio::time::timeout(PROBE_TIMEOUT, asked).await {
+                    Ok(Ok(r)) => Some(r.into_inner().epoch),
+                    _ => None,
+                }
+            }
+        };
+        let epochs = join_all((0..self.masters.len()).map(|i| probe(i, 0))).await;
+        let Some((best, newest)) = epochs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.map(|e| (i, e)))
+            .max_by_key(|&(i, e)| (e, Reverse(i)))
+        else {
+            return;
+        };
+        self.active.store(best, Ordering::Relaxed);
+        self.epoch.fetch_max(newest, Ordering::Relaxed);
+        for (i, _) in epochs
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_some_and(|e| e < newest))
+        {
+            warn!(
+                "master {} is at an older epoch than {}: superseded by a promotion",
+                self.masters[i].0, self.masters[best].0
+            );
+            probe(i, newest).await;
+        }
+    }
+
     /// Says hello every [`KEEPALIVE`] so the master keeps this session (and the files it
     /// has open); after a master restart this also re-attaches an idle mount.
     pub async fn keepalive(self: Arc<Self>) {
@@ -220,12 +270,21 @@ impl Master {
     }
 
     async fn hello_to(&self, mut client: MetaClient<Channel>) -> Result<(), FsError> {
+        let seen = self.epoch.load(Ordering::Relaxed);
         let req = HelloRequest {
             client: self.name.clone(),
             resume_session: self.session(),
             open_inodes: self.open_inodes(),
+            epoch_seen: seen,
         };
         let reply = client.hello(req).await?.into_inner();
+        if reply.epoch < seen {
+            return Err(FsError::Unavailable(format!(
+                "master at epoch {}, older than epoch {seen} seen before: superseded",
+                reply.epoch
+            )));
+        }
+        self.epoch.fetch_max(reply.epoch, Ordering::Relaxed);
         if reply.chunk_size != 0 && reply.chunk_size != CHUNK_SIZE {
             return Err(FsError::Invalid(format!(
                 "master uses chunk size {}, this client {}",

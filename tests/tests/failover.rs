@@ -113,3 +113,90 @@ fn mount_starts_when_the_first_listed_master_is_down() {
     std::fs::write(mount.join("f"), &data).expect("write");
     assert!(std::fs::read(mount.join("f")).expect("read") == data);
 }
+
+/// The old master started again on its old data after a promotion is fenced, first by a
+/// chunkserver (which keeps the newest epoch across its restart), then, after another
+/// restart of the old master, by a new mount: each lists the old master first, ends on the
+/// promoted one, and tells the old one, which then refuses everything. Nothing written
+/// after the promotion is lost.
+#[test]
+fn old_master_started_again_after_a_promotion_is_fenced() {
+    let cluster = Cluster::start(Opts {
+        chunkservers: 0,
+        root_goal: Some(2),
+        ..Opts::default()
+    });
+    let mut standby = Metalogger::start_standby(&cluster, "standby");
+    standby.wait_following();
+    let old = cluster.master_addr();
+    let new = standby.master_listen().to_owned();
+    let masters = format!("{old},{new}");
+    let mut chunkservers: Vec<_> = (0..3)
+        .map(|i| spawn_chunkserver(&cluster, i, &masters))
+        .collect();
+    wait_for("3 chunkservers on the master", || {
+        connected_servers(&old) == 3
+    });
+    let mount = mount_masters(&cluster, "mnt", &masters);
+    std::fs::write(mount.join("before"), b"written before the promotion").expect("write");
+
+    cluster.kill_master();
+    let promoted = promote(standby.control(), false);
+    assert_eq!(
+        promoted.code,
+        Some(0),
+        "promotion failed: {}",
+        promoted.stderr
+    );
+    let mut after = vec![0u8; 5 << 20];
+    Rng::new("fenced").fill(&mut after);
+    std::fs::write(mount.join("after"), &after).expect("write after the promotion");
+    wait_for("3 chunkservers on the promoted master", || {
+        connected_servers(&new) == 3
+    });
+    let superseded = || {
+        std::fs::read_to_string(cluster.log_path("master"))
+            .expect("master log")
+            .matches("superseded:")
+            .count()
+    };
+
+    // The old master comes back; a chunkserver restarts and tries it first.
+    cluster.start_master();
+    assert_eq!(superseded(), 0);
+    chunkservers.remove(0).kill();
+    chunkservers.insert(0, spawn_chunkserver(&cluster, 0, &masters));
+    wait_for("the chunkserver to fence the old master", || {
+        superseded() == 1
+    });
+    assert_eq!(
+        connected_servers(&old),
+        0,
+        "a chunkserver registered with the old master"
+    );
+    let status = admin_status(&old).expect("the old master's status");
+    assert_eq!((status.epoch, status.superseded_by), (0, 1));
+    assert_eq!(
+        admin_status(&new).expect("the new master's status").epoch,
+        1
+    );
+
+    // Again, and a new mount is the first to meet it.
+    cluster.kill_master();
+    cluster.start_master();
+    let second = mount_masters(&cluster, "mnt2", &masters);
+    assert_eq!(
+        superseded(),
+        2,
+        "the new mount did not fence the old master"
+    );
+    assert!(
+        std::fs::read(second.join("after")).expect("read through the new mount") == after,
+        "the new mount does not see what was written after the promotion"
+    );
+    assert_eq!(connected_servers(&old), 0);
+    assert_eq!(
+        std::fs::read(mount.join("before")).expect("read the older file"),
+        b"written before the promotion"
+    );
+}

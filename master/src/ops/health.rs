@@ -42,6 +42,8 @@ impl Master {
                 sessions: inner.sessions.count() as u64,
                 servers,
                 replications_running: inner.cluster.replicating.len() as u64,
+                epoch: inner.state.epoch,
+                superseded_by: self.superseded.load(std::sync::atomic::Ordering::Relaxed),
                 ..Default::default()
             };
             (healer::view(&inner, grace), reply)

@@ -23,12 +23,20 @@ impl Meta for MetaService {
     #[instrument(level = "debug", skip_all, fields(client = %r.get_ref().client))]
     async fn hello(&self, r: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
         let r = r.into_inner();
+        let epoch = self.0.check_epoch(r.epoch_seen, &r.client)?;
         let session = self.0.hello(r.resume_session, &r.open_inodes);
         tracing::info!(session, resumed = r.resume_session != 0, "mount connected");
         Ok(Response::new(HelloReply {
             session,
             chunk_size: CHUNK_SIZE,
+            epoch,
         }))
+    }
+
+    async fn epoch(&self, r: Request<EpochRequest>) -> Result<Response<EpochReply>, Status> {
+        let peer = r.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let epoch = self.0.check_epoch(r.into_inner().epoch_seen, &peer)?;
+        Ok(Response::new(EpochReply { epoch }))
     }
 
     #[instrument(level = "debug", skip_all, fields(parent = r.get_ref().parent))]

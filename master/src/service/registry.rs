@@ -23,6 +23,7 @@ impl Registry for RegistryService {
         if r.uuid.is_empty() || r.addr.is_empty() {
             return Err(FsError::Invalid("uuid and addr are required".into()).into());
         }
+        let epoch = self.0.check_epoch(r.epoch_seen, &r.addr)?;
         let channel = transport::channel(&r.addr).map_err(FsError::from)?;
         let client = transport::chunk_client(channel);
         let space = r.space.unwrap_or_default();
@@ -40,6 +41,7 @@ impl Registry for RegistryService {
         Ok(Response::new(RegisterReply {
             server_id: id,
             list_buckets,
+            epoch,
         }))
     }
 

@@ -13,6 +13,7 @@ pub fn to_image(state: &State) -> impl Iterator<Item = SnapshotEntry> + '_ {
         version: state.version,
         next_ino: state.next_ino,
         next_chunk_id: state.next_chunk_id,
+        epoch: state.epoch,
     });
     let inodes = state.inodes.values().map(|n| E::Inode(inode_entry(n)));
     let chunks = state.chunks.iter().map(|(&id, c)| {
@@ -95,6 +96,7 @@ pub fn from_image(entries: impl IntoIterator<Item = SnapshotEntry>) -> Result<St
                     version: h.version,
                     next_ino: h.next_ino,
                     next_chunk_id: h.next_chunk_id,
+                    epoch: h.epoch,
                     inodes,
                     chunks,
                 });

@@ -33,6 +33,8 @@ pub struct State {
     pub version: u64,
     pub next_ino: u64,
     pub next_chunk_id: u64,
+    /// Promotions of a standby so far: a master of an older epoch was superseded.
+    pub epoch: u64,
     pub inodes: IMap<u64, Inode>,
     pub chunks: IMap<u64, ChunkMeta>,
 }
@@ -93,6 +95,7 @@ impl State {
             version: 0,
             next_ino: ROOT_INO + 1,
             next_chunk_id: 1,
+            epoch: 0,
             inodes: IMap::unit(ROOT_INO, root),
             chunks: IMap::new(),
         }
@@ -174,9 +177,21 @@ impl State {
                 goal,
                 ..Effects::default()
             }),
+            Op::Promote(r) => self.promote(r.epoch),
         }?;
         self.version = version;
         Ok(effects)
+    }
+
+    fn promote(&mut self, epoch: u64) -> Result<Effects, FsError> {
+        if epoch <= self.epoch {
+            return Err(FsError::Invalid(format!(
+                "promotion to epoch {epoch}, already at {}",
+                self.epoch
+            )));
+        }
+        self.epoch = epoch;
+        Ok(Effects::default())
     }
 
     fn mknod(&mut self, r: &changelog::Mknod) -> Result<Effects, FsError> {

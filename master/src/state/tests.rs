@@ -1,7 +1,7 @@
 use super::*;
 use elkfs_proto::changelog::{
-    record, Link, Mknod, Purge, Rename, ReserveChunkIds, SetAttr, SetGoal, Truncate, Unlink,
-    WriteChunk, WriteEnd,
+    record, Link, Mknod, Promote, Purge, Rename, ReserveChunkIds, SetAttr, SetGoal, Truncate,
+    Unlink, WriteChunk, WriteEnd,
 };
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -66,6 +66,9 @@ enum Gen {
         goal: u32,
         recursive: bool,
     },
+    Promote {
+        ahead: u64,
+    },
 }
 
 fn gen() -> impl Strategy<Value = Gen> {
@@ -85,6 +88,8 @@ fn gen() -> impl Strategy<Value = Gen> {
         // Goals up to MAX_GOAL + 1 so some records are invalid.
         2 => (0usize..50, any::<bool>(), 0u32..=MAX_GOAL + 1, any::<bool>())
             .prop_map(|(node, dir, goal, recursive)| Gen::SetGoal { node, dir, goal, recursive }),
+        // 0 ahead: a promotion to the current epoch, which must be refused.
+        1 => (0u64..3).prop_map(|ahead| Gen::Promote { ahead }),
     ]
 }
 
@@ -228,6 +233,9 @@ fn record(s: &State, g: &Gen, clock: i64) -> Record {
             ino: pick(s, node, dir),
             goal,
             recursive,
+        }),
+        Gen::Promote { ahead } => record::Op::Promote(Promote {
+            epoch: s.epoch + ahead,
         }),
     };
     Record { op: Some(op) }

@@ -147,6 +147,7 @@ fn record_line(f: &Frame) -> String {
             "set_goal ino={} goal={} recursive={}",
             r.ino, r.goal, r.recursive
         ),
+        Op::Promote(r) => format!("promote epoch={}", r.epoch),
     };
     format!("{}\t{text}", f.version)
 }
@@ -169,8 +170,8 @@ fn image_lines(frames: &[Frame]) -> Vec<String> {
         };
         match entry {
             Entry::Header(h) => head.push(format!(
-                "image version={} next_ino={} next_chunk_id={}",
-                h.version, h.next_ino, h.next_chunk_id
+                "image version={} next_ino={} next_chunk_id={} epoch={}",
+                h.version, h.next_ino, h.next_chunk_id, h.epoch
             )),
             Entry::End(e) => head.push(format!("end inodes={} chunks={}", e.inodes, e.chunks)),
             Entry::Chunk(c) => chunks.push((

@@ -32,9 +32,17 @@ fn yes_no(b: bool) -> String {
 }
 
 fn render(r: &StatusReply) -> String {
-    let mut out = format!(
-        "metadata version  {}\ninodes            {}\nchunks            {}\nsessions          {}\n\n",
-        r.metadata_version, r.inodes, r.chunks, r.sessions
+    let mut out = String::new();
+    if r.superseded_by != 0 {
+        out += &format!(
+            "SUPERSEDED: a standby was promoted (epoch {}); this master serves nothing. \
+             Stop it and start it empty as a standby (docs/recovery.md).\n\n",
+            r.superseded_by
+        );
+    }
+    out += &format!(
+        "metadata version  {}\nmaster epoch      {}\ninodes            {}\nchunks            {}\nsessions          {}\n\n",
+        r.metadata_version, r.epoch, r.inodes, r.chunks, r.sessions
     );
     let mut servers: Vec<_> = r.servers.iter().collect();
     servers.sort_by_key(|s| s.server_id);
@@ -194,6 +202,24 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("(no chunks)\n"), "{text}");
+    }
+
+    #[test]
+    fn a_superseded_master_says_so_first() {
+        let fine = render(&StatusReply {
+            epoch: 2,
+            ..Default::default()
+        });
+        assert!(fine.contains("master epoch      2\n"), "{fine}");
+        assert!(!fine.contains("SUPERSEDED"), "{fine}");
+        let old = render(&StatusReply {
+            superseded_by: 3,
+            ..Default::default()
+        });
+        assert!(
+            old.starts_with("SUPERSEDED: a standby was promoted (epoch 3)"),
+            "{old}"
+        );
     }
 
     #[test]
