@@ -265,7 +265,10 @@ impl MasterLink {
             )));
         }
         let (epoch, new) = (self.epoch.clone(), reply.epoch);
-        blocking(move || epoch.note(new).map_err(FsError::from)).await?;
+        if let Err(e) = blocking(move || epoch.note(new).map_err(FsError::from)).await {
+            // Registering anyway: the epoch still counts until this server restarts.
+            tracing::error!(error = %e, "cannot record the master epoch on disk");
+        }
         let server_id = reply.server_id;
         let mut chunks_sent = 0;
         let mut calls = 0;

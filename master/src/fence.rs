@@ -34,12 +34,17 @@ impl Master {
         Ok(epoch)
     }
 
+    /// The newer epoch that superseded this master; 0 while it has not been.
+    pub fn superseded_by(&self) -> u64 {
+        self.superseded.load(Ordering::Relaxed)
+    }
+
     pub fn is_superseded(&self) -> bool {
-        self.superseded.load(Ordering::Relaxed) != 0
+        self.superseded_by() != 0
     }
 
     pub fn refuse_if_superseded(&self) -> Result<(), FsError> {
-        match self.superseded.load(Ordering::Relaxed) {
+        match self.superseded_by() {
             0 => Ok(()),
             newer => Err(FsError::Unavailable(format!(
                 "this master was superseded by a promoted standby (epoch {newer})"

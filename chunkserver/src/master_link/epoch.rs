@@ -37,15 +37,14 @@ impl Epoch {
         self.seen.load(Ordering::Relaxed)
     }
 
-    /// Records `epoch` if it is newer than any seen (on disk before it counts).
+    /// Records `epoch` if it is newer than any seen. It counts at once; Err: it could not
+    /// be written to disk, and is forgotten at the next restart.
     pub fn note(&self, epoch: u64) -> io::Result<()> {
-        if epoch <= self.seen() {
+        if self.seen.fetch_max(epoch, Ordering::Relaxed) >= epoch {
             return Ok(());
         }
-        write_durably(&self.dir, EPOCH_FILE, &format!("{epoch}\n"))?;
-        self.seen.fetch_max(epoch, Ordering::Relaxed);
         tracing::info!(epoch, "registered under a new master epoch");
-        Ok(())
+        write_durably(&self.dir, EPOCH_FILE, &format!("{epoch}\n"))
     }
 }
 

@@ -43,7 +43,7 @@ impl Master {
                 servers,
                 replications_running: inner.cluster.replicating.len() as u64,
                 epoch: inner.state.epoch,
-                superseded_by: self.superseded.load(std::sync::atomic::Ordering::Relaxed),
+                superseded_by: self.superseded_by(),
                 ..Default::default()
             };
             (healer::view(&inner, grace), reply)
