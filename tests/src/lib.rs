@@ -25,3 +25,4 @@ pub use bins::bin;
 pub use cluster::{next_loopback_ip, Cluster, Opts};
 pub use elkfs_proto::admin::StatusReply;
 pub use mount::Mount;
+pub use process::Daemon;

@@ -4,7 +4,7 @@
 
 use elkfs_tests::fsutil::Rng;
 use elkfs_tests::metalogger::{mount_masters, promote, spawn_chunkserver, Metalogger};
-use elkfs_tests::{admin_status, Cluster, Opts};
+use elkfs_tests::{admin_status, Cluster, Daemon, Opts};
 use std::path::Path;
 use std::process::Command;
 use std::thread::sleep;
@@ -35,8 +35,9 @@ fn write_sources(dir: &Path) {
     }
 }
 
-#[test]
-fn copy_survives_kill_of_the_master_and_promotion_of_the_standby() {
+/// A master (goal 2 at the root), a standby following it, and 3 chunkservers registered
+/// with the master; the list of both master addresses, master first.
+fn with_standby() -> (Cluster, Metalogger, String, Vec<Daemon>) {
     let cluster = Cluster::start(Opts {
         chunkservers: 0,
         root_goal: Some(2),
@@ -45,12 +46,18 @@ fn copy_survives_kill_of_the_master_and_promotion_of_the_standby() {
     let mut standby = Metalogger::start_standby(&cluster, "standby");
     standby.wait_following();
     let masters = format!("{},{}", cluster.master_addr(), standby.master_listen());
-    let _chunkservers: Vec<_> = (0..3)
+    let chunkservers = (0..3)
         .map(|i| spawn_chunkserver(&cluster, i, &masters))
         .collect();
     wait_for("3 chunkservers on the master", || {
         connected_servers(&cluster.master_addr()) == 3
     });
+    (cluster, standby, masters, chunkservers)
+}
+
+#[test]
+fn copy_survives_kill_of_the_master_and_promotion_of_the_standby() {
+    let (cluster, standby, masters, _chunkservers) = with_standby();
 
     let refused = promote(standby.control(), false);
     assert_ne!(refused.code, Some(0), "promoted while the master runs");
@@ -121,22 +128,9 @@ fn mount_starts_when_the_first_listed_master_is_down() {
 /// after the promotion is lost.
 #[test]
 fn old_master_started_again_after_a_promotion_is_fenced() {
-    let cluster = Cluster::start(Opts {
-        chunkservers: 0,
-        root_goal: Some(2),
-        ..Opts::default()
-    });
-    let mut standby = Metalogger::start_standby(&cluster, "standby");
-    standby.wait_following();
+    let (cluster, standby, masters, mut chunkservers) = with_standby();
     let old = cluster.master_addr();
     let new = standby.master_listen().to_owned();
-    let masters = format!("{old},{new}");
-    let mut chunkservers: Vec<_> = (0..3)
-        .map(|i| spawn_chunkserver(&cluster, i, &masters))
-        .collect();
-    wait_for("3 chunkservers on the master", || {
-        connected_servers(&old) == 3
-    });
     let mount = mount_masters(&cluster, "mnt", &masters);
     std::fs::write(mount.join("before"), b"written before the promotion").expect("write");
 
