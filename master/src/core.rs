@@ -61,6 +61,7 @@ impl Master {
     pub fn start(config: Config) -> anyhow::Result<Arc<Master>> {
         std::fs::create_dir_all(&config.data_dir)?;
         let data_lock = files::lock_dir(&config.data_dir)?;
+        crate::fence::check_not_superseded(&config.data_dir)?;
         let rec = recovery::recover(&config.data_dir, config.root_goal, Mode::Repair)?;
         let state = rec.state;
         if rec.image.is_none() || rec.records > 0 || rec.stop.is_some() {

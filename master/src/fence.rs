@@ -4,10 +4,14 @@
 //! (it is an old master started again on its old data): from then on it refuses every
 //! mount, chunkserver and metalogger request, changes no metadata and deletes no chunk,
 //! so it can neither split the metadata nor destroy copies written after the promotion.
+//! It also leaves a `superseded` file in its data directory, and a master refuses to start
+//! on a directory that has one.
 
 use crate::core::Master;
+use crate::files;
 use elkfs_proto::changelog::{record::Op, Promote};
 use elkfs_proto::FsError;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use tonic::{Request, Status};
 use tracing::{error, info};
@@ -29,6 +33,9 @@ impl Master {
                 "superseded: a standby was promoted after this master's metadata was written; \
                  refusing all requests (stop this master and start it empty as a standby)"
             );
+            if let Err(e) = mark_superseded(&self.config.data_dir, seen) {
+                error!(error = %e, "cannot leave the superseded mark in the data directory");
+            }
         }
         self.refuse_if_superseded()?;
         Ok(epoch)
@@ -67,6 +74,32 @@ impl Master {
         self.locally_durable(version).await?;
         info!(epoch, "new master epoch");
         Ok(epoch)
+    }
+}
+
+const SUPERSEDED_FILE: &str = "superseded";
+
+fn mark_superseded(dir: &Path, newer: u64) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{SUPERSEDED_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{newer}\n"))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, dir.join(SUPERSEDED_FILE))?;
+    files::sync_dir(dir)
+}
+
+/// Err when a master on `dir` was superseded: its metadata is older than the cluster's.
+pub fn check_not_superseded(dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join(SUPERSEDED_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(newer) => anyhow::bail!(
+            "{}: this data directory's master was superseded by a promoted standby (epoch \
+             {}); its metadata is out of date. Move the directory aside and start this \
+             master empty as a standby of the current one (docs/recovery.md)",
+            dir.display(),
+            newer.trim()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
     }
 }
 

@@ -35,6 +35,37 @@ fn write_sources(dir: &Path) {
     }
 }
 
+/// Starts the cluster's master on its data directory, expecting it to exit at once with an
+/// error; returns what it logged.
+fn master_start_refused(cluster: &Cluster) -> String {
+    let log = cluster.log_path("master-refused");
+    let out = std::fs::File::create(&log).expect("log file");
+    let mut master = Command::new(elkfs_tests::bin("elkfs-master"))
+        .arg("--config")
+        .arg(cluster.dir().join("master.toml"))
+        .stdout(out.try_clone().expect("dup log"))
+        .stderr(out)
+        .spawn()
+        .expect("starting elkfs-master");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = master.try_wait().expect("waiting for the master") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = master.kill();
+            let _ = master.wait();
+            panic!("the master started on superseded data");
+        }
+        sleep(Duration::from_millis(50));
+    };
+    assert!(
+        !status.success(),
+        "the master exited cleanly on superseded data"
+    );
+    std::fs::read_to_string(log).expect("reading the log")
+}
+
 /// A master (goal 2 at the root), a standby following it, and 3 chunkservers registered
 /// with the master; the list of both master addresses, master first.
 fn with_standby() -> (Cluster, Metalogger, String, Vec<Daemon>) {
@@ -122,10 +153,11 @@ fn mount_starts_when_the_first_listed_master_is_down() {
 }
 
 /// The old master started again on its old data after a promotion is fenced, first by a
-/// chunkserver (which keeps the newest epoch across its restart), then, after another
-/// restart of the old master, by a new mount: each lists the old master first, ends on the
-/// promoted one, and tells the old one, which then refuses everything. Nothing written
-/// after the promotion is lost.
+/// chunkserver (which keeps the newest epoch across its restart), then, with the mark that
+/// left removed and the old master restarted, by a new mount: each lists the old master
+/// first, ends on the promoted one, and tells the old one, which then refuses everything
+/// and marks its data directory so it does not start on it again. Nothing written after
+/// the promotion is lost.
 #[test]
 fn old_master_started_again_after_a_promotion_is_fenced() {
     let (cluster, standby, masters, mut chunkservers) = with_standby();
@@ -175,8 +207,16 @@ fn old_master_started_again_after_a_promotion_is_fenced() {
         1
     );
 
-    // Again, and a new mount is the first to meet it.
+    // The mark it left keeps it from starting again on that data.
     cluster.kill_master();
+    let refusal = master_start_refused(&cluster);
+    assert!(
+        refusal.contains("superseded by a promoted standby"),
+        "{refusal}"
+    );
+
+    // Without the mark, a new mount is the first to meet it.
+    std::fs::remove_file(cluster.master_data_dir().join("superseded")).expect("the mark");
     cluster.start_master();
     let second = mount_masters(&cluster, "mnt2", &masters);
     assert_eq!(
