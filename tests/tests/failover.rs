@@ -3,7 +3,9 @@
 //! identical. Mounts and chunkservers know both master addresses.
 
 use elkfs_tests::fsutil::Rng;
-use elkfs_tests::metalogger::{mount_masters, promote, spawn_chunkserver, Metalogger};
+use elkfs_tests::metalogger::{
+    mount_masters, promote, set_master_option, spawn_chunkserver, Metalogger,
+};
 use elkfs_tests::{admin_status, Cluster, Daemon, Opts};
 use std::path::Path;
 use std::process::Command;
@@ -67,14 +69,19 @@ fn master_start_refused(cluster: &Cluster) -> String {
 }
 
 /// A master (goal 2 at the root), a standby following it, and 3 chunkservers registered
-/// with the master; the list of both master addresses, master first.
+/// with the master; the list of both master addresses, master first. The master answers
+/// only once the standby has each record (`sync_metaloggers = 1`): the tests check that a
+/// promotion loses nothing acknowledged, which is what that setting promises.
 fn with_standby() -> (Cluster, Metalogger, String, Vec<Daemon>) {
     let cluster = Cluster::start(Opts {
         chunkservers: 0,
         root_goal: Some(2),
         ..Opts::default()
     });
+    set_master_option(&cluster, "sync_metaloggers = 1");
+    cluster.stop_master();
     let mut standby = Metalogger::start_standby(&cluster, "standby");
+    cluster.start_master();
     standby.wait_following();
     let masters = format!("{},{}", cluster.master_addr(), standby.master_listen());
     let chunkservers = (0..3)
