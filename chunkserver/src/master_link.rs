@@ -65,17 +65,8 @@ pub fn load_or_create_uuid(dir: &Path) -> std::io::Result<String> {
         Err(e) => return Err(e),
     }
     let uuid = new_uuid();
-    write_durably(dir, UUID_FILE, &format!("{uuid}\n"))?;
+    elkfs_proto::daemon::write_durably(dir, UUID_FILE, &format!("{uuid}\n"))?;
     Ok(uuid)
-}
-
-/// Replaces `dir/name` with `contents`; a crash leaves either the old or the new file.
-fn write_durably(dir: &Path, name: &str, contents: &str) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    std::fs::write(&tmp, contents)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// A random-enough identity without a new dependency: the std hasher's per-process random

@@ -8,8 +8,8 @@
 //! on a directory that has one.
 
 use crate::core::Master;
-use crate::files;
 use elkfs_proto::changelog::{record::Op, Promote};
+use elkfs_proto::daemon::write_durably;
 use elkfs_proto::FsError;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -33,7 +33,9 @@ impl Master {
                 "superseded: a standby was promoted after this master's metadata was written; \
                  refusing all requests (stop this master and start it empty as a standby)"
             );
-            if let Err(e) = mark_superseded(&self.config.data_dir, seen) {
+            if let Err(e) =
+                write_durably(&self.config.data_dir, SUPERSEDED_FILE, &format!("{seen}\n"))
+            {
                 error!(error = %e, "cannot leave the superseded mark in the data directory");
             }
         }
@@ -78,14 +80,6 @@ impl Master {
 }
 
 const SUPERSEDED_FILE: &str = "superseded";
-
-fn mark_superseded(dir: &Path, newer: u64) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{SUPERSEDED_FILE}.tmp"));
-    std::fs::write(&tmp, format!("{newer}\n"))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, dir.join(SUPERSEDED_FILE))?;
-    files::sync_dir(dir)
-}
 
 /// Err when a master on `dir` was superseded: its metadata is older than the cluster's.
 pub fn check_not_superseded(dir: &Path) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
-//! Start-up pieces every elkfs binary shares: logging and the stop signal.
+//! Pieces every elkfs daemon shares: logging, the stop signal, small state files.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// `tracing` to stderr, filtered by `ELKFS_LOG` (else `RUST_LOG`, else `info`); colour only
@@ -25,4 +26,14 @@ pub async fn shutdown_signal() -> std::io::Result<()> {
         _ = int.recv() => tracing::info!("SIGINT: stopping"),
     }
     Ok(())
+}
+
+/// Replaces the small file `dir/name` with `contents`; a crash leaves either the old or
+/// the new file, and the new one is on disk when this returns.
+pub fn write_durably(dir: &Path, name: &str, contents: &str) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, contents)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
 }

@@ -2,7 +2,7 @@
 //! beside the uuid (not in the index, which is rebuilt when damaged), so after a restart
 //! the server still refuses a master that a promotion superseded, and tells it so.
 
-use super::write_durably;
+use elkfs_proto::daemon::write_durably;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
