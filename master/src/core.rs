@@ -10,6 +10,7 @@ use crate::cluster::{Cluster, Copy};
 use crate::config::Config;
 use crate::feed::Feed;
 use crate::files;
+use crate::notices::{self, Notifier};
 use crate::recovery::{self, Mode};
 use crate::sessions::Sessions;
 use crate::snapshot;
@@ -50,6 +51,8 @@ pub struct Master {
     deletions: mpsc::UnboundedSender<Deletion>,
     /// Committed records for metaloggers, and their acks.
     pub feed: Feed,
+    /// What committed changes touched, for watching mounts.
+    pub notifier: Notifier,
     /// Held for the master's lifetime: one master per data directory.
     _data_lock: std::fs::File,
     /// Non-zero: the newer epoch that superseded this master (see `fence`).
@@ -102,6 +105,7 @@ impl Master {
             chunk_ops: tokio::sync::Mutex::new(()),
             deletions: tx,
             feed,
+            notifier: Notifier::default(),
             _data_lock: data_lock,
             superseded: AtomicU64::new(0),
         });
@@ -125,8 +129,15 @@ impl Master {
             return Err(FsError::Io("metadata log is not writable".into()));
         }
         let version = inner.state.version + 1;
+        let touched = self
+            .notifier
+            .watched()
+            .then(|| notices::touched(&inner.state, version, &op));
         let rec = Record { op: Some(op) };
         let effects = inner.state.apply(version, &rec)?;
+        if let Some(t) = touched {
+            self.notifier.publish(t);
+        }
         let payload = rec.encode_to_vec();
         self.log.submit(version, &payload);
         self.feed.publish(version, payload);

@@ -5,7 +5,8 @@
 //!   group commit, images, start-up replay.
 //! * [`cluster`], [`placement`], [`sessions`]: soft state rebuilt after a restart.
 //! * [`planner`]: what healing does next (pure); [`healer`]: carries it out.
-//! * [`feed`]: what metaloggers follow (image, records, acks).
+//! * [`feed`]: what metaloggers follow (image, records, acks); [`notices`]: what mounts
+//!   watching for changes are told.
 //! * [`core`]: the running master; [`ops`]: what each request does;
 //!   [`service`]: gRPC adapters; [`server`]: serving them; [`config`]: settings.
 
@@ -18,6 +19,7 @@ pub mod fence;
 pub mod files;
 pub mod frame;
 pub mod healer;
+pub mod notices;
 pub mod ops;
 pub mod placement;
 pub mod planner;

@@ -41,8 +41,10 @@ pub async fn serve(master: Arc<Master>, listener: TcpListener) -> anyhow::Result
                 tracing::error!(error = %e, "cannot watch signals");
                 std::future::pending::<()>().await;
             }
-            // Follower streams are endless; the server waits for open streams to end.
+            // Follower and watch streams are endless; the server waits for open streams to
+            // end.
             master.feed.close();
+            master.notifier.close();
         })
         .await?;
     info!("stopping: writing a final metadata image");

@@ -7,13 +7,14 @@
 
 mod attr;
 mod chunkservers;
-mod dir_attrs;
+mod entry_cache;
 mod fs;
 mod handles;
 mod locks;
 mod master_client;
 mod options;
 mod reader;
+mod watch;
 mod writer;
 
 use anyhow::{bail, Context};
@@ -37,7 +38,7 @@ struct Args {
     /// Where to mount
     mountpoint: PathBuf,
     /// Mount options: ro, allow_other, attr_timeout=S, entry_timeout=S, threads=N,
-    /// master=ADDR (another master address; repeatable)
+    /// entry_cache=0|1, master=ADDR (another master address; repeatable)
     #[arg(short = 'o', value_delimiter = ',', action = clap::ArgAction::Append)]
     options: Vec<String>,
 }
@@ -107,11 +108,7 @@ fn main() -> anyhow::Result<()> {
     let mut masters = elkfs_proto::transport::address_list(&args.master);
     masters.extend(opts.masters.iter().cloned());
     let master = rt
-        .block_on(master_client::Master::connect(
-            &masters,
-            client,
-            opts.attr_timeout,
-        ))
+        .block_on(master_client::Master::connect(&masters, client))
         .with_context(|| format!("connecting to master {}", masters.join(",")))?;
 
     let mut config = Config::default();
@@ -134,10 +131,13 @@ fn main() -> anyhow::Result<()> {
 
     let master = Arc::new(master);
     rt.spawn(master.clone().keepalive());
-    // Beside the master connection, so sending a batch wakes no other thread.
-    elkfs_proto::transport::rpc_runtime()
-        .unwrap_or_else(|_| rt.handle().clone())
-        .spawn(master.clone().send_releases());
+    // Beside the master connection, so sending a batch or taking a notice wakes no other
+    // thread.
+    let meta_rt = elkfs_proto::transport::rpc_runtime().unwrap_or_else(|_| rt.handle().clone());
+    meta_rt.spawn(master.clone().send_releases());
+    if opts.entry_cache {
+        meta_rt.spawn(watch::follow(master.clone()));
+    }
     let filesystem = fs::ElkFs::new(rt.handle().clone(), master, opts);
     let mut session = Session::new(filesystem, &mountpoint, &config)
         .with_context(|| format!("mounting {}", mountpoint.display()))?;

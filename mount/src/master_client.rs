@@ -5,15 +5,15 @@
 //! accepts the session is used; when it stops answering, the session moves to whichever
 //! answers next (a promoted standby), so a failover is invisible too.
 
-use crate::dir_attrs::DirAttrs;
+use crate::entry_cache::{EntryCache, Lookup};
 use crate::locks::lock;
 use elkfs_proto::limits::CHUNK_SIZE;
 use elkfs_proto::meta::meta_client::MetaClient;
 use elkfs_proto::meta::{
-    Attr, AttrReply, ChunkDamagedRequest, ChunkReply, ChunkRequest, EntryRequest, EpochRequest,
-    HelloRequest, InodeRequest, LinkRequest, LookupRequest, MknodRequest, NodeKind, OpenRequest,
-    ReadDirReply, ReadDirRequest, ReleaseRequest, RenameRequest, SetAttrRequest, StatFsReply,
-    SymlinkRequest, WriteEndRequest,
+    Attr, AttrReply, ChunkDamagedRequest, ChunkReply, ChunkRequest, DirsReply, EntryRequest,
+    EpochRequest, HelloRequest, InodeRequest, LinkRequest, LookupRequest, MknodRequest, NodeKind,
+    OpenRequest, ReadDirReply, ReadDirRequest, ReleaseRequest, RenameRequest, SetAttrRequest,
+    StatFsReply, SymlinkRequest, WriteEndRequest,
 };
 use elkfs_proto::{transport, FsError};
 use futures::future::join_all;
@@ -21,7 +21,7 @@ use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
@@ -49,8 +49,8 @@ pub struct Master {
     hello_lock: tokio::sync::Mutex<()>,
     /// Inodes this mount holds open, with their open counts (re-asserted on reconnect).
     open: Mutex<HashMap<u64, u32>>,
-    /// Directory attributes from change replies, for the GETATTR that follows a change.
-    dirs: DirAttrs,
+    /// Names and attributes from replies, while the master's notices keep them true.
+    cache: Mutex<EntryCache>,
     /// Closes the master has not been told of yet, one entry per close.
     closes: Mutex<Vec<u64>>,
     /// Wakes [`Master::send_releases`] when `closes` gets its first entry.
@@ -97,9 +97,7 @@ fn attr_of(reply: AttrReply) -> Result<Attr, FsError> {
 }
 
 impl Master {
-    /// `attr_ttl`: how long attributes may be served from memory (the mount's attribute
-    /// timeout).
-    fn new(addrs: &[String], name: String, attr_ttl: Duration) -> Result<Master, FsError> {
+    fn new(addrs: &[String], name: String) -> Result<Master, FsError> {
         if addrs.is_empty() {
             return Err(FsError::Invalid("no master address".into()));
         }
@@ -120,7 +118,7 @@ impl Master {
             reattach: AtomicBool::new(false),
             hello_lock: tokio::sync::Mutex::new(()),
             open: Mutex::new(HashMap::new()),
-            dirs: DirAttrs::new(attr_ttl),
+            cache: Mutex::new(EntryCache::default()),
             closes: Mutex::new(Vec::new()),
             closed: tokio::sync::Notify::new(),
             epoch: AtomicU64::new(0),
@@ -129,12 +127,8 @@ impl Master {
 
     /// Connects to the first of `addrs` that accepts a session, retrying for a while if
     /// none is up yet (a whole cluster may be starting at once).
-    pub async fn connect(
-        addrs: &[String],
-        name: String,
-        attr_ttl: Duration,
-    ) -> Result<Master, FsError> {
-        let master = Master::new(addrs, name, attr_ttl)?;
+    pub async fn connect(addrs: &[String], name: String) -> Result<Master, FsError> {
+        let master = Master::new(addrs, name)?;
         master.choose_newest().await;
         let start = Instant::now();
         loop {
@@ -159,15 +153,19 @@ impl Master {
     /// code that holds a `Master` but does not call it.
     #[cfg(test)]
     pub(crate) fn unconnected(addr: &str) -> Master {
-        Master::new(&[addr.to_owned()], "test".into(), Duration::ZERO).expect("channel")
+        Master::new(&[addr.to_owned()], "test".into()).expect("channel")
     }
 
     fn active_addr(&self) -> &str {
         &self.masters[self.active.load(Ordering::Relaxed)].0
     }
 
-    fn client(&self) -> MetaClient<Channel> {
+    pub(crate) fn client(&self) -> MetaClient<Channel> {
         self.masters[self.active.load(Ordering::Relaxed)].1.clone()
+    }
+
+    pub(crate) fn cache(&self) -> MutexGuard<'_, EntryCache> {
+        lock(&self.cache)
     }
 
     pub fn session(&self) -> u64 {
@@ -334,37 +332,83 @@ impl Master {
     }
 
     pub async fn lookup(&self, parent: u64, name: Vec<u8>) -> Result<Attr, FsError> {
-        attr_of(rpc!(self, lookup, LookupRequest { parent, name })?)
+        match self.cache().lookup(parent, &name, Instant::now()) {
+            Lookup::Found(a) => return Ok(a),
+            Lookup::Absent => return Err(FsError::NotFound),
+            Lookup::Unknown => {}
+        }
+        let reply = rpc!(
+            self,
+            lookup,
+            LookupRequest {
+                parent,
+                name: name.clone()
+            }
+        )?;
+        let (a, version) = self.keep(reply)?;
+        self.cache().entry(version, parent, &name, Some(a.ino));
+        Ok(a)
     }
 
     pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
-        if let Some(a) = self.dirs.take(ino) {
+        if let Some(a) = self.cache().attr(ino, Instant::now()) {
             return Ok(a);
         }
-        attr_of(rpc!(self, get_attr, InodeRequest { ino })?)
+        Ok(self.keep(rpc!(self, get_attr, InodeRequest { ino })?)?.0)
     }
 
     pub async fn setattr(&self, req: SetAttrRequest) -> Result<Attr, FsError> {
-        self.dirs.forget(req.ino);
-        let a = attr_of(rpc!(self, set_attr, req, session)?)?;
+        Ok(self.keep(rpc!(self, set_attr, req, session)?)?.0)
+    }
+
+    /// Keeps what a reply shows (its node and the directories it changed) in the cache;
+    /// returns the node's attributes and the reply's version.
+    fn keep(&self, mut reply: AttrReply) -> Result<(Attr, u64), FsError> {
+        let version = reply.version;
+        let dirs = std::mem::take(&mut reply.dirs);
+        let a = attr_of(reply)?;
+        let mut cache = self.cache();
+        for d in dirs {
+            cache.attr_at(version, d);
+        }
+        cache.attr_at(version, a);
+        Ok((a, version))
+    }
+
+    /// A new node `name` in `parent`: keeps it and its directory in the cache.
+    fn created(&self, parent: u64, name: &[u8], reply: AttrReply) -> Result<Attr, FsError> {
+        let (a, version) = self.keep(reply)?;
+        let mut cache = self.cache();
+        cache.entry(version, parent, name, Some(a.ino));
         if a.kind() == NodeKind::Dir {
-            // The reply to a change in this directory made just before may still arrive;
-            // being older, it must not bring back the attributes from before this one.
-            self.dirs.remember(vec![a]);
+            cache.created_dir(version, a.ino);
         }
         Ok(a)
     }
 
-    /// The new node's attributes from a change's reply; keeps the directories it carries.
-    fn changed(&self, mut reply: AttrReply) -> Result<Attr, FsError> {
-        self.dirs.remember(std::mem::take(&mut reply.dirs));
-        attr_of(reply)
+    /// After unlink, rmdir or rename: keeps the changed directories and names in the cache.
+    fn moved(&self, reply: DirsReply, from: (u64, &[u8]), to: Option<(u64, &[u8])>) {
+        let mut cache = self.cache();
+        let v = reply.version;
+        cache.entry(v, from.0, from.1, reply.swapped.as_ref().map(|a| a.ino));
+        if let Some((dir, name)) = to {
+            cache.entry(v, dir, name, reply.moved.as_ref().map(|a| a.ino));
+        }
+        for a in reply
+            .dirs
+            .into_iter()
+            .chain(reply.moved)
+            .chain(reply.swapped)
+        {
+            cache.attr_at(v, a);
+        }
     }
 
     /// Mknod; with `req.open` the new file is also open for this session.
     pub async fn mknod(&self, req: MknodRequest) -> Result<Attr, FsError> {
         let opens = req.open;
-        let attr = self.changed(rpc!(self, mknod, req, session)?)?;
+        let (parent, name) = (req.parent, req.name.clone());
+        let attr = self.created(parent, &name, rpc!(self, mknod, req, session)?)?;
         if opens {
             self.note_open(attr.ino, true);
         }
@@ -372,7 +416,8 @@ impl Master {
     }
 
     pub async fn symlink(&self, req: SymlinkRequest) -> Result<Attr, FsError> {
-        self.changed(rpc!(self, symlink, req)?)
+        let (parent, name) = (req.parent, req.name.clone());
+        self.created(parent, &name, rpc!(self, symlink, req)?)
     }
 
     pub async fn link(
@@ -381,47 +426,43 @@ impl Master {
         new_parent: u64,
         new_name: Vec<u8>,
     ) -> Result<Attr, FsError> {
-        self.changed(rpc!(
-            self,
-            link,
-            LinkRequest {
-                ino,
-                new_parent,
-                new_name
-            }
-        )?)
+        let req = LinkRequest {
+            ino,
+            new_parent,
+            new_name: new_name.clone(),
+        };
+        self.created(new_parent, &new_name, rpc!(self, link, req)?)
     }
 
     pub async fn unlink(&self, parent: u64, name: Vec<u8>) -> Result<(), FsError> {
-        rpc!(
-            self,
-            unlink,
-            EntryRequest {
-                parent,
-                name,
-                session: 0
-            },
-            session
-        )
-        .map(|r| self.dirs.remember(r.dirs))
+        self.remove(parent, name, false).await
     }
 
     pub async fn rmdir(&self, parent: u64, name: Vec<u8>) -> Result<(), FsError> {
-        rpc!(
-            self,
-            rmdir,
-            EntryRequest {
-                parent,
-                name,
-                session: 0
-            },
-            session
-        )
-        .map(|r| self.dirs.remember(r.dirs))
+        self.remove(parent, name, true).await
+    }
+
+    async fn remove(&self, parent: u64, name: Vec<u8>, dir: bool) -> Result<(), FsError> {
+        let req = EntryRequest {
+            parent,
+            name: name.clone(),
+            session: 0,
+        };
+        let reply = if dir {
+            rpc!(self, rmdir, req, session)?
+        } else {
+            rpc!(self, unlink, req, session)?
+        };
+        self.moved(reply, (parent, &name), None);
+        Ok(())
     }
 
     pub async fn rename(&self, req: RenameRequest) -> Result<(), FsError> {
-        rpc!(self, rename, req).map(|r| self.dirs.remember(r.dirs))
+        let from = (req.parent, req.name.clone());
+        let to = (req.new_parent, req.new_name.clone());
+        let reply = rpc!(self, rename, req)?;
+        self.moved(reply, (from.0, &from.1), Some((to.0, &to.1)));
+        Ok(())
     }
 
     pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>, FsError> {
@@ -437,7 +478,7 @@ impl Master {
     }
 
     pub async fn open(&self, ino: u64) -> Result<Attr, FsError> {
-        let attr = attr_of(rpc!(self, open, OpenRequest { ino, session: 0 }, session)?)?;
+        let (attr, _) = self.keep(rpc!(self, open, OpenRequest { ino, session: 0 }, session)?)?;
         self.note_open(ino, true);
         Ok(attr)
     }
@@ -513,7 +554,7 @@ impl Master {
     }
 
     pub async fn write_end(&self, req: WriteEndRequest) -> Result<Attr, FsError> {
-        attr_of(rpc!(self, write_end, req, session)?)
+        Ok(self.keep(rpc!(self, write_end, req, session)?)?.0)
     }
 
     pub async fn chunk_damaged(&self, chunk_id: u64, version: u32, server_id: u64) {

@@ -15,6 +15,9 @@ pub struct MountOptions {
     pub attr_timeout: Duration,
     pub entry_timeout: Duration,
     pub threads: usize,
+    /// Answer lookups and attribute requests from what the master's replies and notices
+    /// tell (`entry_cache=0`: ask the master every time).
+    pub entry_cache: bool,
     /// More master addresses (`master=ADDR`, repeatable), tried after the ones given
     /// before the mountpoint.
     pub masters: Vec<String>,
@@ -28,6 +31,7 @@ impl Default for MountOptions {
             attr_timeout: Duration::from_secs(1),
             entry_timeout: Duration::from_secs(1),
             threads: 4,
+            entry_cache: true,
             masters: Vec::new(),
         }
     }
@@ -58,6 +62,8 @@ pub fn parse<'a>(
             ("allow_other", None) => o.allow_other = true,
             ("attr_timeout", Some(v)) => o.attr_timeout = seconds(key, v)?,
             ("entry_timeout", Some(v)) => o.entry_timeout = seconds(key, v)?,
+            ("entry_cache", Some("0")) => o.entry_cache = false,
+            ("entry_cache", Some("1")) => o.entry_cache = true,
             ("master", Some(v)) if !v.is_empty() => o.masters.push(v.to_owned()),
             ("threads", Some(v)) => {
                 o.threads = v
@@ -83,6 +89,7 @@ mod tests {
             "allow_other",
             "attr_timeout=0.5",
             "threads=8",
+            "entry_cache=0",
             "master=c:1",
             "_netdev",
             "master=d:1",
@@ -92,6 +99,7 @@ mod tests {
         assert_eq!(o.attr_timeout, Duration::from_millis(500));
         assert_eq!(o.entry_timeout, Duration::from_secs(1));
         assert_eq!(o.threads, 8);
+        assert!(!o.entry_cache);
         assert_eq!(unknown, vec!["_netdev".to_string()]);
         assert_eq!(o.masters, vec!["c:1", "d:1"]);
         assert!(parse(["threads=0"]).is_err());

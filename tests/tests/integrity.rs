@@ -190,3 +190,64 @@ fn two_mounts_close_to_open() {
         "unlink on B visible on A after the entry timeout"
     );
 }
+
+/// The mounts' entry caches (answers from the master's replies, kept true by its notices)
+/// with the kernel's own caches off: every change one mount makes shows on the other,
+/// including in a directory the other created and so answers absent names for itself.
+#[test]
+fn cached_names_and_attributes_follow_the_other_mount() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let c = Cluster::start(Opts::default());
+    let no_kernel_cache = ["entry_timeout=0", "attr_timeout=0"];
+    let a = c.mount_with(&no_kernel_cache);
+    let b = c.mount_with(&no_kernel_cache);
+    // Notices travel beside the replies; allow for a loaded machine, never for a miss:
+    // a mount that missed one would keep its answer for good.
+    let eventually = |what: &str, ok: &dyn Fn() -> bool| {
+        c.wait_for(what, Duration::from_secs(3), ok);
+    };
+
+    fs::create_dir(a.join("d")).expect("mkdir on A");
+    fs::write(a.join("d/x"), b"x").expect("create on A");
+    assert!(!a.join("d/y").exists(), "A answers an absent name");
+
+    fs::write(b.join("d/y"), b"from B").expect("create on B");
+    eventually("A to see B's new file", &|| a.join("d/y").exists());
+    assert_eq!(fs::read(a.join("d/y")).expect("read on A"), b"from B");
+
+    fs::rename(b.join("d/y"), b.join("d/z")).expect("rename on B");
+    eventually("A to see B's rename", &|| {
+        !a.join("d/y").exists() && a.join("d/z").exists()
+    });
+
+    fs::remove_file(b.join("d/x")).expect("unlink on B");
+    eventually("A to see B's unlink", &|| !a.join("d/x").exists());
+
+    fs::set_permissions(b.join("d/z"), fs::Permissions::from_mode(0o600)).expect("chmod on B");
+    eventually("A to see B's chmod", &|| {
+        fs::metadata(a.join("d/z")).is_ok_and(|m| m.mode() & 0o7777 == 0o600)
+    });
+
+    fs::write(b.join("d/z"), vec![7u8; 100_000]).expect("rewrite on B");
+    eventually("A to see the new size", &|| {
+        fs::metadata(a.join("d/z")).is_ok_and(|m| m.len() == 100_000)
+    });
+
+    fs::hard_link(b.join("d/z"), b.join("d/w")).expect("link on B");
+    eventually("A to see the new link count", &|| {
+        fs::metadata(a.join("d/z")).is_ok_and(|m| m.nlink() == 2)
+    });
+    fs::remove_file(b.join("d/w")).expect("unlink of the link on B");
+    eventually("A to see the link count drop", &|| {
+        fs::metadata(a.join("d/z")).is_ok_and(|m| m.nlink() == 1)
+    });
+
+    // A's cache survives a master restart only as far as the master's word goes: after
+    // it, names made meanwhile by B are seen.
+    c.stop_master();
+    c.start_master();
+    fs::write(b.join("d/after-restart"), b"r").expect("create on B after the restart");
+    eventually("A to see a file made after the master restarted", &|| {
+        a.join("d/after-restart").exists()
+    });
+}

@@ -1,7 +1,7 @@
 //! Where file data lives: chunk lookups for reads, chunk creation and version bumps for
 //! writes (with write leases), the end of a write, and truncation.
 
-use super::now;
+use super::{now, versioned};
 use crate::cluster::Lease;
 use crate::core::{Inner, Master};
 use crate::placement;
@@ -9,7 +9,7 @@ use elkfs_proto::changelog::{record::Op, ReserveChunkIds, Truncate, WriteChunk, 
 use elkfs_proto::chunk::chunk_client::ChunkClient;
 use elkfs_proto::chunk::{CreateRequest, SetVersionRequest, TruncateRequest};
 use elkfs_proto::limits::{CHUNK_SIZE, MAX_FILE_SIZE};
-use elkfs_proto::meta::{Attr, ChunkReply, ChunkRequest, Location, WriteEndRequest};
+use elkfs_proto::meta::{AttrReply, ChunkReply, ChunkRequest, Location, WriteEndRequest};
 use elkfs_proto::FsError;
 use futures::future::join_all;
 use std::collections::HashSet;
@@ -305,7 +305,7 @@ impl Master {
         Ok(ok)
     }
 
-    pub async fn write_end(&self, req: WriteEndRequest) -> Result<Attr, FsError> {
+    pub async fn write_end(&self, req: WriteEndRequest) -> Result<AttrReply, FsError> {
         if req.file_size > MAX_FILE_SIZE {
             return Err(FsError::TooBig);
         }
@@ -317,7 +317,8 @@ impl Master {
                 }
             }
             if req.failed {
-                return Ok((inner.state.version, inner.state.inode(req.ino)?.attr()));
+                let a = inner.state.inode(req.ino)?.attr();
+                return Ok((inner.state.version, versioned(inner, a)));
             }
             let v = m.commit(
                 inner,
@@ -327,7 +328,8 @@ impl Master {
                     time: now(),
                 }),
             )?;
-            Ok((v, inner.state.inode(req.ino)?.attr()))
+            let a = inner.state.inode(req.ino)?.attr();
+            Ok((v, versioned(inner, a)))
         })
         .await
     }

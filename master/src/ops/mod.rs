@@ -9,11 +9,20 @@ mod namespace;
 
 use crate::core::{Inner, Master};
 use elkfs_proto::changelog::{record::Op, Purge};
-use elkfs_proto::meta::Timespec;
+use elkfs_proto::meta::{Attr, AttrReply, Timespec};
 use elkfs_proto::FsError;
 
 fn now() -> Option<Timespec> {
     Some(elkfs_proto::time::now())
+}
+
+/// `attr` as of the current metadata version.
+fn versioned(inner: &Inner, attr: Attr) -> AttrReply {
+    AttrReply {
+        attr: Some(attr),
+        dirs: Vec::new(),
+        version: inner.state.version,
+    }
 }
 
 impl Master {

@@ -1,9 +1,9 @@
 //! Names and attributes: lookup, create, remove, rename, links, attributes, directory
 //! listings, sessions and open files. Client ↔ master only; no chunkserver involved.
 
-use super::{now, purge};
+use super::{now, purge, versioned};
 use crate::core::{Inner, Master};
-use crate::state::{check_name, Body};
+use crate::state::{check_name, Body, RENAME_EXCHANGE};
 use elkfs_proto::changelog::{record::Op, Link, Mknod, Rename, SetAttr, Unlink};
 use elkfs_proto::limits::MAX_SYMLINK;
 use elkfs_proto::meta::{
@@ -28,12 +28,16 @@ struct NewNode<'a> {
 const MAX_READDIR: usize = 4096;
 
 impl Master {
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, FsError> {
-        Ok(self.lock().state.lookup(parent, name)?.attr())
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<AttrReply, FsError> {
+        let inner = self.lock();
+        let a = inner.state.lookup(parent, name)?.attr();
+        Ok(versioned(&inner, a))
     }
 
-    pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
-        Ok(self.lock().state.inode(ino)?.attr())
+    pub fn getattr(&self, ino: u64) -> Result<AttrReply, FsError> {
+        let inner = self.lock();
+        let a = inner.state.inode(ino)?.attr();
+        Ok(versioned(&inner, a))
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, FsError> {
@@ -195,12 +199,19 @@ impl Master {
                     sustain,
                 }),
             )?;
-            Ok((v, dirs_reply(inner, &[req.parent, req.new_parent])))
+            let mut reply = dirs_reply(inner, &[req.parent, req.new_parent]);
+            let now_at =
+                |dir: u64, name: &[u8]| inner.state.lookup(dir, name).ok().map(|n| n.attr());
+            reply.moved = now_at(req.new_parent, &req.new_name);
+            if req.flags & RENAME_EXCHANGE != 0 {
+                reply.swapped = now_at(req.parent, &req.name);
+            }
+            Ok((v, reply))
         })
         .await
     }
 
-    pub async fn setattr(&self, req: SetAttrRequest) -> Result<Attr, FsError> {
+    pub async fn setattr(&self, req: SetAttrRequest) -> Result<AttrReply, FsError> {
         if let Some(size) = req.size {
             self.truncate(req.ino, size).await?;
         }
@@ -238,7 +249,8 @@ impl Master {
                     ctime: time,
                 }),
             )?;
-            Ok((v, inner.state.inode(req.ino)?.attr()))
+            let a = inner.state.inode(req.ino)?.attr();
+            Ok((v, versioned(inner, a)))
         })
         .await
     }
@@ -310,11 +322,11 @@ impl Master {
         self.lock().sessions.hello(resume, open_inodes)
     }
 
-    pub fn open(&self, session: u64, ino: u64) -> Result<Attr, FsError> {
+    pub fn open(&self, session: u64, ino: u64) -> Result<AttrReply, FsError> {
         let mut inner = self.lock();
         let attr = inner.state.inode(ino)?.attr();
         inner.sessions.open(session, ino);
-        Ok(attr)
+        Ok(versioned(&inner, attr))
     }
 
     /// One close of each of `inos` (an inode closed twice is listed twice).
@@ -342,8 +354,8 @@ impl Master {
 
 fn attr_reply(inner: &Inner, ino: u64, dirs: &[u64]) -> Result<AttrReply, FsError> {
     Ok(AttrReply {
-        attr: Some(inner.state.inode(ino)?.attr()),
         dirs: dirs_reply(inner, dirs).dirs,
+        ..versioned(inner, inner.state.inode(ino)?.attr())
     })
 }
 
@@ -355,5 +367,10 @@ fn dirs_reply(inner: &Inner, dirs: &[u64]) -> DirsReply {
             out.extend(inner.state.inodes.get(&d).map(|n| n.attr()));
         }
     }
-    DirsReply { dirs: out }
+    DirsReply {
+        dirs: out,
+        version: inner.state.version,
+        moved: None,
+        swapped: None,
+    }
 }

@@ -6,16 +6,57 @@ use elkfs_proto::limits::CHUNK_SIZE;
 use elkfs_proto::meta::meta_server::Meta;
 use elkfs_proto::meta::*;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::instrument;
+use tracing::{debug, instrument, Instrument};
 
 pub struct MetaService(pub Arc<Master>);
 
-fn attr(a: Result<Attr, elkfs_proto::FsError>) -> Result<Response<AttrReply>, Status> {
-    reply(a.map(|a| AttrReply {
-        attr: Some(a),
-        dirs: Vec::new(),
-    }))
+/// Messages buffered per watcher; behind that the notices wait in the broadcast backlog.
+const WATCH_QUEUE: usize = 16;
+/// How often a watcher hears from the master when nothing changes: a mount stops trusting
+/// its cache when the stream goes quiet for longer (see `elkfs_mount::entry_cache`).
+const WATCH_TICK: Duration = Duration::from_millis(250);
+
+/// Sends `Notices` to one watching mount until it goes away or this master is superseded.
+async fn watch(master: Arc<Master>, tx: mpsc::Sender<Result<Notices, Status>>) {
+    let mut rx = master.notifier.subscribe();
+    let mut tick = tokio::time::interval(WATCH_TICK);
+    loop {
+        let mut out = Notices::default();
+        tokio::select! {
+            changed = rx.recv() => match changed {
+                Ok(t) => {
+                    out.reset = t.reset;
+                    out.notices.extend(t.notices.iter().cloned());
+                    // Everything else already waiting goes in the same message.
+                    while let Ok(t) = rx.try_recv() {
+                        out.reset |= t.reset;
+                        out.notices.extend(t.notices.iter().cloned());
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    debug!(dropped = n, "watcher fell behind: told to reset");
+                    out.reset = true;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tick.tick() => {
+                if let Err(s) = master.refuse_if_superseded() {
+                    let _ = tx.send(Err(s.into())).await;
+                    return;
+                }
+            }
+            () = tx.closed() => return,
+            () = master.notifier.closed() => return,
+        }
+        out.version = master.lock().state.version;
+        if tx.send(Ok(out)).await.is_err() {
+            return;
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -42,17 +83,17 @@ impl Meta for MetaService {
     #[instrument(level = "debug", skip_all, fields(parent = r.get_ref().parent))]
     async fn lookup(&self, r: Request<LookupRequest>) -> Result<Response<AttrReply>, Status> {
         let r = r.into_inner();
-        attr(self.0.lookup(r.parent, &r.name))
+        reply(self.0.lookup(r.parent, &r.name))
     }
 
     #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino))]
     async fn get_attr(&self, r: Request<InodeRequest>) -> Result<Response<AttrReply>, Status> {
-        attr(self.0.getattr(r.into_inner().ino))
+        reply(self.0.getattr(r.into_inner().ino))
     }
 
     #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino))]
     async fn set_attr(&self, r: Request<SetAttrRequest>) -> Result<Response<AttrReply>, Status> {
-        attr(self.0.setattr(r.into_inner()).await)
+        reply(self.0.setattr(r.into_inner()).await)
     }
 
     #[instrument(level = "debug", skip_all, fields(parent = r.get_ref().parent))]
@@ -109,7 +150,7 @@ impl Meta for MetaService {
     #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino))]
     async fn open(&self, r: Request<OpenRequest>) -> Result<Response<AttrReply>, Status> {
         let r = r.into_inner();
-        attr(self.0.open(r.session, r.ino))
+        reply(self.0.open(r.session, r.ino))
     }
 
     #[instrument(level = "debug", skip_all, fields(n = r.get_ref().inos.len()))]
@@ -131,7 +172,7 @@ impl Meta for MetaService {
 
     #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino, index = r.get_ref().index))]
     async fn write_end(&self, r: Request<WriteEndRequest>) -> Result<Response<AttrReply>, Status> {
-        attr(self.0.write_end(r.into_inner()).await)
+        reply(self.0.write_end(r.into_inner()).await)
     }
 
     #[instrument(level = "debug", skip_all, fields(chunk = r.get_ref().chunk_id))]
@@ -142,5 +183,17 @@ impl Meta for MetaService {
         let r = r.into_inner();
         self.0.chunk_damaged(r.chunk_id, r.version, r.server_id);
         Ok(Response::new(Empty {}))
+    }
+
+    type WatchStream = ReceiverStream<Result<Notices, Status>>;
+
+    #[instrument(level = "debug", skip_all)]
+    async fn watch(
+        &self,
+        _r: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (tx, rx) = mpsc::channel(WATCH_QUEUE);
+        tokio::spawn(watch(self.0.clone(), tx).in_current_span());
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

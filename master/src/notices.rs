@@ -1,0 +1,221 @@
+//! Notices to mounts of what each committed change touched (`Meta.Watch`): the names and
+//! inodes whose copies a mount may hold are now stale. With them a mount answers lookups
+//! and attribute requests from memory and still sees every other mount's changes.
+
+use crate::state::State;
+use elkfs_proto::changelog::record::Op;
+use elkfs_proto::meta::Notice;
+use std::sync::Arc;
+use tokio::sync::{broadcast, watch};
+
+/// Changes a watcher may fall behind before it is told to forget everything.
+const BACKLOG: usize = 4096;
+
+/// What one committed change touched.
+#[derive(Debug, Default, PartialEq)]
+pub struct Touched {
+    pub notices: Vec<Notice>,
+    /// More than can be listed: every cached copy is stale.
+    pub reset: bool,
+}
+
+/// What `op`, about to be applied to `state` as `version`, touches.
+pub fn touched(state: &State, version: u64, op: &Op) -> Touched {
+    let entry = |dir: u64, name: &[u8]| Notice {
+        version,
+        dir,
+        name: name.to_vec(),
+        ino: 0,
+    };
+    let inode = |ino: u64| Notice {
+        version,
+        dir: 0,
+        name: Vec::new(),
+        ino,
+    };
+    let named = |dir: u64, name: &[u8]| state.lookup(dir, name).ok().map(|n| inode(n.ino));
+    let notices = match op {
+        Op::Mknod(r) => vec![entry(r.parent, &r.name), inode(r.parent)],
+        Op::Link(r) => vec![entry(r.parent, &r.name), inode(r.parent), inode(r.ino)],
+        // The removed node's link count changes too (it may have other names).
+        Op::Unlink(r) => {
+            let mut n = vec![entry(r.parent, &r.name), inode(r.parent)];
+            n.extend(named(r.parent, &r.name));
+            n
+        }
+        Op::Rename(r) => {
+            let mut n = vec![
+                entry(r.parent, &r.name),
+                entry(r.new_parent, &r.new_name),
+                inode(r.parent),
+                inode(r.new_parent),
+            ];
+            n.extend(named(r.parent, &r.name));
+            n.extend(named(r.new_parent, &r.new_name));
+            n
+        }
+        Op::SetAttr(r) => vec![inode(r.ino)],
+        Op::Truncate(r) => vec![inode(r.ino)],
+        Op::WriteEnd(r) => vec![inode(r.ino)],
+        Op::SetGoal(r) if r.recursive => {
+            return Touched {
+                notices: Vec::new(),
+                reset: true,
+            }
+        }
+        Op::SetGoal(r) => vec![inode(r.ino)],
+        Op::WriteChunk(_)
+        | Op::Purge(_)
+        | Op::ChunkVersion(_)
+        | Op::ReserveChunkIds(_)
+        | Op::Promote(_) => Vec::new(),
+    };
+    Touched {
+        notices,
+        reset: false,
+    }
+}
+
+/// Hands every change's notices to every watching mount.
+pub struct Notifier {
+    tx: broadcast::Sender<Arc<Touched>>,
+    /// Turned true at shutdown: watch streams never end by themselves, and the server
+    /// waits for open streams to end.
+    closing: watch::Sender<bool>,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier {
+            tx: broadcast::channel(BACKLOG).0,
+            closing: watch::channel(false).0,
+        }
+    }
+}
+
+impl Notifier {
+    /// End every watch stream (at shutdown); mounts watch the next master.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Notifier::close`] was called.
+    pub async fn closed(&self) {
+        let _ = self.closing.subscribe().wait_for(|c| *c).await;
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Touched>> {
+        self.tx.subscribe()
+    }
+
+    /// Whether anyone watches: nothing needs to be worked out otherwise.
+    pub fn watched(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
+    pub fn publish(&self, t: Touched) {
+        if t.reset || !t.notices.is_empty() {
+            // No receiver left is fine: nobody caches anything.
+            let _ = self.tx.send(Arc::new(t));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Ts;
+    use elkfs_proto::changelog::{Link, Mknod, Record, Rename, SetGoal, Unlink};
+    use elkfs_proto::limits::ROOT_INO;
+    use elkfs_proto::meta::NodeKind;
+
+    fn apply(s: &mut State, op: Op) -> Touched {
+        let v = s.version + 1;
+        let t = touched(s, v, &op);
+        s.apply(v, &Record { op: Some(op) }).expect("valid record");
+        t
+    }
+
+    fn file(s: &mut State, name: &str) -> u64 {
+        let ino = s.next_ino;
+        apply(
+            s,
+            Op::Mknod(Mknod {
+                parent: ROOT_INO,
+                name: name.into(),
+                ino,
+                kind: NodeKind::File as i32,
+                goal: 1,
+                ..Mknod::default()
+            }),
+        );
+        ino
+    }
+
+    fn said(t: &Touched) -> (Vec<(u64, Vec<u8>)>, Vec<u64>) {
+        let entries = t.notices.iter().filter(|n| n.dir != 0);
+        let inodes = t.notices.iter().filter(|n| n.dir == 0);
+        (
+            entries.map(|n| (n.dir, n.name.clone())).collect(),
+            inodes.map(|n| n.ino).collect(),
+        )
+    }
+
+    #[test]
+    fn every_name_and_inode_a_change_touches_is_told() {
+        let mut s = State::new(1, Ts::default());
+        let a = file(&mut s, "a");
+        let b = file(&mut s, "b");
+        // A second name for `a`: removing it changes a's link count, seen under "a".
+        apply(
+            &mut s,
+            Op::Link(Link {
+                ino: a,
+                parent: ROOT_INO,
+                name: b"a2".to_vec(),
+                time: None,
+            }),
+        );
+        let t = apply(
+            &mut s,
+            Op::Unlink(Unlink {
+                parent: ROOT_INO,
+                name: b"a2".to_vec(),
+                ..Unlink::default()
+            }),
+        );
+        assert_eq!(
+            said(&t),
+            (vec![(ROOT_INO, b"a2".to_vec())], vec![ROOT_INO, a])
+        );
+        assert!(t.notices.iter().all(|n| n.version == s.version));
+
+        // Renaming onto "b" replaces it: both names, both nodes, the directory.
+        let t = apply(
+            &mut s,
+            Op::Rename(Rename {
+                parent: ROOT_INO,
+                name: b"a".to_vec(),
+                new_parent: ROOT_INO,
+                new_name: b"b".to_vec(),
+                ..Rename::default()
+            }),
+        );
+        let (entries, inodes) = said(&t);
+        assert_eq!(
+            entries,
+            vec![(ROOT_INO, b"a".to_vec()), (ROOT_INO, b"b".to_vec())]
+        );
+        assert!(inodes.contains(&a) && inodes.contains(&b) && inodes.contains(&ROOT_INO));
+
+        let t = apply(
+            &mut s,
+            Op::SetGoal(SetGoal {
+                ino: ROOT_INO,
+                goal: 2,
+                recursive: true,
+            }),
+        );
+        assert!(t.reset);
+    }
+}

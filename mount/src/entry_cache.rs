@@ -1,0 +1,293 @@
+//! Names and attributes this mount learned from the master's replies, kept true by the
+//! master's notices (`Meta.Watch`), so most lookups and attribute requests need no round
+//! trip. Pure state: [`crate::watch`] feeds it the stream, [`crate::master_client`] the
+//! replies.
+//!
+//! Every reply and notice carries the metadata version it reflects. A slot keeps the
+//! version it was last set at, and only something newer changes it: a reply overtaken by a
+//! notice of a later change is never kept, whatever order the two arrived in. A directory
+//! this mount created is *complete*: every name in it has a slot, so a name without one
+//! does not exist. Nothing is trusted while the notice stream is quiet for longer than
+//! [`QUIET_LIMIT`] (the master ticks four times a second): a mount cut off from its master
+//! falls back to asking it.
+
+use elkfs_proto::meta::{Attr, Notices};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Longest silence of the notice stream under which the cache is trusted.
+pub const QUIET_LIMIT: Duration = Duration::from_secs(1);
+/// Above this many slots everything is forgotten (and learned again as it is used).
+const MAX_SLOTS: usize = 1 << 20;
+
+/// What a slot says, as of its version. `None`: a notice made it stale.
+struct Slot<T> {
+    version: u64,
+    value: Option<T>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    Found(Attr),
+    Absent,
+    /// Ask the master.
+    Unknown,
+}
+
+#[derive(Default)]
+pub struct EntryCache {
+    /// (directory, name) → the inode it names, or none.
+    names: HashMap<(u64, Vec<u8>), Slot<Option<u64>>>,
+    attrs: HashMap<u64, Slot<Attr>>,
+    complete: HashSet<u64>,
+    /// Replies older than this are not kept: the notices that may have overtaken them
+    /// were forgotten.
+    floor: u64,
+    /// Newest version a notice message reported.
+    latest: u64,
+    /// When the notice stream last spoke; `None`: no stream.
+    heard: Option<Instant>,
+}
+
+/// Keep `value` at `version` unless the slot holds something newer. A notice (`None`) of
+/// the version a reply showed is the reply's own change: the reply stands.
+fn set<K: std::hash::Hash + Eq, T>(
+    map: &mut HashMap<K, Slot<T>>,
+    key: K,
+    version: u64,
+    value: Option<T>,
+) {
+    match map.get_mut(&key) {
+        Some(s) if s.version > version || (s.version == version && value.is_none()) => {}
+        Some(s) => *s = Slot { version, value },
+        None => {
+            map.insert(key, Slot { version, value });
+        }
+    }
+}
+
+impl EntryCache {
+    fn trusted(&self, now: Instant) -> bool {
+        self.heard
+            .is_some_and(|t| now.saturating_duration_since(t) < QUIET_LIMIT)
+    }
+
+    pub fn lookup(&self, dir: u64, name: &[u8], now: Instant) -> Lookup {
+        if !self.trusted(now) {
+            return Lookup::Unknown;
+        }
+        match self.names.get(&(dir, name.to_vec())) {
+            Some(Slot {
+                value: Some(None), ..
+            }) => Lookup::Absent,
+            Some(Slot {
+                value: Some(Some(ino)),
+                ..
+            }) => self.attr(*ino, now).map_or(Lookup::Unknown, Lookup::Found),
+            Some(Slot { value: None, .. }) => Lookup::Unknown,
+            None if self.complete.contains(&dir) => Lookup::Absent,
+            None => Lookup::Unknown,
+        }
+    }
+
+    pub fn attr(&self, ino: u64, now: Instant) -> Option<Attr> {
+        if !self.trusted(now) {
+            return None;
+        }
+        self.attrs.get(&ino)?.value
+    }
+
+    fn keeps(&mut self, version: u64) -> bool {
+        if self.heard.is_none() || version < self.floor {
+            return false;
+        }
+        if self.names.len() + self.attrs.len() >= MAX_SLOTS {
+            self.forget(self.latest.max(version));
+        }
+        true
+    }
+
+    /// A reply of `version`: `name` in `dir` names `ino` (or nothing).
+    pub fn entry(&mut self, version: u64, dir: u64, name: &[u8], ino: Option<u64>) {
+        if name != b"." && name != b".." && self.keeps(version) {
+            set(&mut self.names, (dir, name.to_vec()), version, Some(ino));
+        }
+    }
+
+    /// A reply of `version` showing `attr`.
+    pub fn attr_at(&mut self, version: u64, attr: Attr) {
+        if self.keeps(version) {
+            set(&mut self.attrs, attr.ino, version, Some(attr));
+        }
+    }
+
+    /// `dir` was created empty by this mount at `version`.
+    pub fn created_dir(&mut self, version: u64, dir: u64) {
+        if self.keeps(version) {
+            self.complete.insert(dir);
+        }
+    }
+
+    /// A message of the notice stream.
+    pub fn notices(&mut self, n: &Notices, now: Instant) {
+        if self.heard.is_none() {
+            // The first message of a new stream: what came before it is unknown.
+            self.forget(n.version);
+        }
+        self.heard = Some(now);
+        self.latest = self.latest.max(n.version);
+        if n.reset {
+            self.forget(self.latest);
+        }
+        for notice in &n.notices {
+            if notice.dir != 0 {
+                set(
+                    &mut self.names,
+                    (notice.dir, notice.name.clone()),
+                    notice.version,
+                    None,
+                );
+            } else {
+                set(&mut self.attrs, notice.ino, notice.version, None);
+            }
+        }
+    }
+
+    /// The notice stream broke: nothing is trusted until a new one starts.
+    pub fn disconnected(&mut self) {
+        self.heard = None;
+        self.forget(self.latest);
+    }
+
+    fn forget(&mut self, floor: u64) {
+        self.names.clear();
+        self.attrs.clear();
+        self.complete.clear();
+        self.floor = self.floor.max(floor);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use elkfs_proto::meta::Notice;
+
+    fn attr(ino: u64, size: u64) -> Attr {
+        Attr {
+            ino,
+            size,
+            ..Attr::default()
+        }
+    }
+
+    fn msg(version: u64, notices: Vec<Notice>) -> Notices {
+        Notices {
+            version,
+            notices,
+            reset: false,
+        }
+    }
+
+    fn entry_notice(version: u64, dir: u64, name: &[u8]) -> Notice {
+        Notice {
+            version,
+            dir,
+            name: name.to_vec(),
+            ino: 0,
+        }
+    }
+
+    fn inode_notice(version: u64, ino: u64) -> Notice {
+        Notice {
+            version,
+            dir: 0,
+            name: Vec::new(),
+            ino,
+        }
+    }
+
+    fn started(version: u64) -> (EntryCache, Instant) {
+        let mut c = EntryCache::default();
+        let now = Instant::now();
+        c.notices(&msg(version, Vec::new()), now);
+        (c, now)
+    }
+
+    #[test]
+    fn nothing_is_kept_or_trusted_without_a_stream() {
+        let mut c = EntryCache::default();
+        let now = Instant::now();
+        c.entry(5, 1, b"a", Some(2));
+        c.attr_at(5, attr(2, 0));
+        assert_eq!(c.lookup(1, b"a", now), Lookup::Unknown);
+        c.notices(&msg(5, Vec::new()), now);
+        assert_eq!(c.lookup(1, b"a", now), Lookup::Unknown);
+    }
+
+    #[test]
+    fn replies_answer_until_a_newer_notice() {
+        let (mut c, now) = started(10);
+        c.entry(11, 1, b"a", Some(2));
+        c.attr_at(11, attr(2, 7));
+        assert_eq!(c.lookup(1, b"a", now), Lookup::Found(attr(2, 7)));
+        // The notice of the change the reply already shows changes nothing.
+        c.notices(&msg(11, vec![inode_notice(11, 2)]), now);
+        assert_eq!(c.lookup(1, b"a", now), Lookup::Found(attr(2, 7)));
+        c.notices(&msg(12, vec![inode_notice(12, 2)]), now);
+        assert_eq!(c.lookup(1, b"a", now), Lookup::Unknown);
+        c.attr_at(12, attr(2, 9));
+        assert_eq!(c.lookup(1, b"a", now), Lookup::Found(attr(2, 9)));
+        c.notices(&msg(13, vec![entry_notice(13, 1, b"a")]), now);
+        assert_eq!(c.lookup(1, b"a", now), Lookup::Unknown);
+    }
+
+    #[test]
+    fn a_reply_overtaken_by_a_notice_is_not_kept() {
+        let (mut c, now) = started(10);
+        c.notices(&msg(12, vec![entry_notice(12, 1, b"a")]), now);
+        c.entry(11, 1, b"a", Some(2));
+        c.attr_at(11, attr(2, 0));
+        assert_eq!(c.lookup(1, b"a", now), Lookup::Unknown);
+        // Older than the stream: notices before it were never heard.
+        c.entry(9, 1, b"b", Some(3));
+        c.attr_at(9, attr(3, 0));
+        assert_eq!(c.lookup(1, b"b", now), Lookup::Unknown);
+    }
+
+    #[test]
+    fn a_created_directory_answers_absent_names() {
+        let (mut c, now) = started(10);
+        c.created_dir(11, 5);
+        assert_eq!(c.lookup(5, b"x", now), Lookup::Absent);
+        assert_eq!(c.lookup(6, b"x", now), Lookup::Unknown);
+        // Another mount created "y" in it.
+        c.notices(&msg(12, vec![entry_notice(12, 5, b"y")]), now);
+        assert_eq!(c.lookup(5, b"y", now), Lookup::Unknown);
+        c.entry(13, 5, b"x", None);
+        assert_eq!(c.lookup(5, b"x", now), Lookup::Absent);
+    }
+
+    #[test]
+    fn silence_reset_and_disconnection_stop_trust() {
+        let (mut c, now) = started(10);
+        c.entry(11, 1, b"a", Some(2));
+        c.attr_at(11, attr(2, 0));
+        assert_eq!(c.lookup(1, b"a", now + QUIET_LIMIT), Lookup::Unknown);
+        c.notices(
+            &Notices {
+                version: 12,
+                notices: Vec::new(),
+                reset: true,
+            },
+            now,
+        );
+        assert_eq!(c.lookup(1, b"a", now), Lookup::Unknown);
+        c.entry(12, 1, b"a", Some(2));
+        c.attr_at(12, attr(2, 0));
+        c.disconnected();
+        c.notices(&msg(20, Vec::new()), now);
+        assert_eq!(c.lookup(1, b"a", now), Lookup::Unknown);
+        c.entry(15, 1, b"a", Some(2));
+        assert_eq!(c.lookup(1, b"a", now), Lookup::Unknown);
+    }
+}

@@ -1,0 +1,35 @@
+//! Follows the master's notice stream (`Meta.Watch`) into the [`EntryCache`], for as long as
+//! the mount runs: after a break (master restart, failover, network) the cache is
+//! forgotten and the stream started again on whichever master is active.
+
+use crate::master_client::Master;
+use elkfs_proto::meta::WatchRequest;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::debug;
+
+/// Pause before asking for a new stream after one broke.
+const RETRY: Duration = Duration::from_millis(200);
+
+pub async fn follow(master: Arc<Master>) {
+    loop {
+        match master.client().watch(WatchRequest {}).await {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(n)) => master.cache().notices(&n, Instant::now()),
+                        Ok(None) => break,
+                        Err(s) => {
+                            debug!("notice stream broke: {}", s.message());
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(s) => debug!("cannot watch the master: {}", s.message()),
+        }
+        master.cache().disconnected();
+        tokio::time::sleep(RETRY).await;
+    }
+}
