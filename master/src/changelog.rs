@@ -1,19 +1,23 @@
-//! The changelog writer: one thread appends framed records and makes them durable with
-//! group commit (every record that arrived while the previous fdatasync ran is written and
-//! synced together), then publishes the durable version so waiting requests can answer.
+//! The changelog writer: framed records are queued in version order, and a request that
+//! waits for its record to be durable writes and fdatasyncs everything queued so far
+//! itself, on its own thread (group commit with the waiter as leader): every record queued
+//! while one sync runs goes out in the next. Doing the sync where the answer waits, rather
+//! than on a writer thread, saves two thread wake-ups per change, a large share of a
+//! metadata change's cost on a small virtual machine.
 //!
-//! Records nobody waits for (a metalogger's, when its master does not wait for acks) may
-//! gather for up to [`RELAXED_SYNC`] per fdatasync: on a host shared with a master, one
-//! fsync per record would queue behind the master's own in the disk's journal.
+//! Records nobody waits for urgently (a metalogger's, when its master does not wait for
+//! acks) may gather for up to [`RELAXED_SYNC`] per fdatasync: on a host shared with a
+//! master, one fsync per record would queue behind the master's own in the disk's journal.
 
 use crate::files;
 use crate::frame;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{error, info};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,8 +32,8 @@ pub struct Durable {
 const RELAXED_SYNC: Duration = Duration::from_millis(10);
 
 enum Msg {
-    /// Version, framed bytes, and whether someone waits for it to be durable.
-    Record(u64, Vec<u8>, bool),
+    /// Framed record bytes.
+    Record(Vec<u8>),
     /// Close the current file and continue in a new one starting at this version.
     Rotate(u64),
 }
@@ -38,67 +42,167 @@ enum Msg {
 #[error("changelog write failed; metadata after version {0} is not durable")]
 pub struct NotDurable(pub u64);
 
-/// Handle to the writer thread. Submitting is cheap and never blocks.
+/// What is queued, and the file while no sync runs.
+struct Queue {
+    msgs: Vec<Msg>,
+    /// Highest version queued.
+    last: u64,
+    /// Someone waits for a queued record now.
+    urgent: bool,
+    /// `None` while a waiter writes and syncs (it holds the file).
+    file: Option<File>,
+    synced_at: Instant,
+}
+
+/// The changelog of one data directory. Queuing is cheap and never blocks on the disk.
 pub struct Changelog {
-    tx: mpsc::Sender<Msg>,
-    durable: watch::Receiver<Durable>,
+    dir: PathBuf,
+    queue: Mutex<Queue>,
+    durable: watch::Sender<Durable>,
+}
+
+/// What a waiter does next.
+enum Turn {
+    /// Another waiter is syncing: wait for it.
+    Wait,
+    /// Only relaxed records: sync at this time unless someone else does first.
+    SyncAt(Instant),
+    /// Write and sync these (the waiter holds the file meanwhile).
+    Sync(File, Vec<Msg>, u64),
 }
 
 impl Changelog {
     /// Start writing at version `next` in a new file in `dir`.
     pub fn start(dir: &Path, next: u64) -> std::io::Result<Changelog> {
         let file = create(dir, next)?;
-        let (tx, rx) = mpsc::channel();
-        let (dtx, drx) = watch::channel(Durable {
-            version: next - 1,
-            failed: false,
-        });
-        let dir = dir.to_path_buf();
-        std::thread::Builder::new()
-            .name("changelog".into())
-            .spawn(move || writer(dir, file, rx, dtx))?;
-        Ok(Changelog { tx, durable: drx })
+        Ok(Changelog {
+            dir: dir.to_path_buf(),
+            queue: Mutex::new(Queue {
+                msgs: Vec::new(),
+                last: next - 1,
+                urgent: false,
+                file: Some(file),
+                synced_at: Instant::now(),
+            }),
+            durable: watch::channel(Durable {
+                version: next - 1,
+                failed: false,
+            })
+            .0,
+        })
     }
 
-    /// Queue the record with `version` (callers submit in version order) and make it
-    /// durable as soon as possible.
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        // Nothing panics while holding it half-updated; a poisoned lock is still usable.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue the record with `version` (callers submit in version order); the next wait
+    /// makes it durable at once.
     pub fn submit(&self, version: u64, payload: &[u8]) {
-        self.queue(version, payload, true);
+        self.push(version, payload, true);
     }
 
     /// Queue the record with `version`; it may wait up to [`RELAXED_SYNC`] to be synced
     /// together with later ones.
     pub fn submit_relaxed(&self, version: u64, payload: &[u8]) {
-        self.queue(version, payload, false);
+        self.push(version, payload, false);
     }
 
-    fn queue(&self, version: u64, payload: &[u8], urgent: bool) {
+    fn push(&self, version: u64, payload: &[u8], urgent: bool) {
         let mut buf = Vec::with_capacity(payload.len() + frame::HEADER_LEN);
         frame::encode(version, payload, &mut buf);
-        // A send error means the writer died; `wait` reports it through `failed`.
-        let _ = self.tx.send(Msg::Record(version, buf, urgent));
+        let mut q = self.queue();
+        q.msgs.push(Msg::Record(buf));
+        q.last = version;
+        q.urgent |= urgent;
     }
 
     /// Continue in a new file from `next` on (after a snapshot at `next - 1`).
     pub fn rotate(&self, next: u64) {
-        let _ = self.tx.send(Msg::Rotate(next));
+        self.queue().msgs.push(Msg::Rotate(next));
     }
 
-    /// Wait until `version` is durable.
+    /// Wait until `version` is durable, syncing the queue if no one else is.
     pub async fn wait(&self, version: u64) -> Result<(), NotDurable> {
-        let mut rx = self.durable.clone();
-        let d = rx
-            .wait_for(|d| d.failed || d.version >= version)
-            .await
-            .map(|d| *d)
-            .unwrap_or(Durable {
-                version: 0,
-                failed: true,
-            });
-        if d.version >= version {
-            Ok(())
-        } else {
-            Err(NotDurable(d.version))
+        let mut rx = self.durable.subscribe();
+        loop {
+            let d = *rx.borrow_and_update();
+            if d.version >= version {
+                return Ok(());
+            }
+            if d.failed {
+                return Err(NotDurable(d.version));
+            }
+            match self.turn(version)? {
+                Turn::Wait => {
+                    // The sender lives as long as `self`.
+                    let _ = rx.changed().await;
+                }
+                Turn::SyncAt(at) => {
+                    tokio::select! {
+                        _ = rx.changed() => {}
+                        () = tokio::time::sleep_until(at) => self.queue().urgent = true,
+                    }
+                }
+                Turn::Sync(file, msgs, last) => self.sync(file, msgs, last),
+            }
+        }
+    }
+
+    fn turn(&self, version: u64) -> Result<Turn, NotDurable> {
+        let mut q = self.queue();
+        if version > q.last {
+            // Never submitted: nothing would ever make it durable.
+            return Err(NotDurable(self.durable().version));
+        }
+        if q.file.is_none() {
+            return Ok(Turn::Wait);
+        }
+        if !q.urgent {
+            let at = q.synced_at + RELAXED_SYNC;
+            if Instant::now() < at {
+                return Ok(Turn::SyncAt(at));
+            }
+        }
+        let Some(file) = q.file.take() else {
+            return Ok(Turn::Wait);
+        };
+        q.urgent = false;
+        Ok(Turn::Sync(file, std::mem::take(&mut q.msgs), q.last))
+    }
+
+    /// Write and fdatasync `msgs`, then publish `last` as durable. Blocks this thread for
+    /// the sync: the request that runs it waits for exactly this.
+    fn sync(&self, mut file: File, msgs: Vec<Msg>, last: u64) {
+        let result = msgs
+            .into_iter()
+            .try_for_each(|m| match m {
+                Msg::Record(bytes) => file.write_all(&bytes),
+                Msg::Rotate(start) => {
+                    file.sync_data()?;
+                    file = create(&self.dir, start)?;
+                    Ok(())
+                }
+            })
+            .and_then(|()| file.sync_data());
+        match result {
+            Ok(()) => {
+                {
+                    let mut q = self.queue();
+                    q.file = Some(file);
+                    q.synced_at = Instant::now();
+                }
+                // After the file is back: a waiter that saw it taken sees this change.
+                self.durable.send_replace(Durable {
+                    version: last,
+                    failed: false,
+                });
+            }
+            Err(e) => {
+                error!(error = %e, "changelog write failed: refusing further metadata changes");
+                self.durable.send_modify(|d| d.failed = true);
+            }
         }
     }
 
@@ -113,86 +217,6 @@ fn create(dir: &Path, start: u64) -> std::io::Result<File> {
     files::sync_dir(dir)?;
     info!(path = %path.display(), "changelog file opened");
     Ok(f)
-}
-
-/// The file being written and what is waiting for the next fdatasync.
-struct Writer {
-    dir: PathBuf,
-    file: File,
-    buf: Vec<u8>,
-    last: u64,
-    urgent: bool,
-}
-
-impl Writer {
-    fn take(&mut self, msg: Msg) -> std::io::Result<()> {
-        match msg {
-            Msg::Record(v, bytes, urgent) => {
-                self.buf.extend_from_slice(&bytes);
-                self.last = v;
-                self.urgent |= urgent;
-            }
-            Msg::Rotate(start) => {
-                flush(&mut self.file, &mut self.buf)?;
-                self.file = create(&self.dir, start)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn writer(dir: PathBuf, file: File, rx: mpsc::Receiver<Msg>, durable: watch::Sender<Durable>) {
-    let mut w = Writer {
-        dir,
-        file,
-        buf: Vec::new(),
-        last: durable.borrow().version,
-        urgent: false,
-    };
-    let mut synced = Instant::now();
-    while let Ok(first) = rx.recv() {
-        let mut result = w.take(first);
-        while result.is_ok() {
-            match rx.try_recv() {
-                Ok(msg) => result = w.take(msg),
-                Err(_) => break,
-            }
-        }
-        let relaxed_until = synced + RELAXED_SYNC;
-        while result.is_ok() && !w.urgent {
-            let left = relaxed_until.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(msg) => result = w.take(msg),
-                Err(_) => break,
-            }
-        }
-        w.urgent = false;
-        let result = result.and_then(|_| flush(&mut w.file, &mut w.buf));
-        synced = Instant::now();
-        match result {
-            Ok(()) => {
-                durable.send_replace(Durable {
-                    version: w.last,
-                    failed: false,
-                });
-            }
-            Err(e) => {
-                error!(error = %e, "changelog write failed: refusing further metadata changes");
-                durable.send_modify(|d| d.failed = true);
-                return;
-            }
-        }
-    }
-}
-
-fn flush(file: &mut File, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    if buf.is_empty() {
-        return Ok(());
-    }
-    file.write_all(buf)?;
-    file.sync_data()?;
-    buf.clear();
-    Ok(())
 }
 
 #[cfg(test)]
