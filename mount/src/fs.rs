@@ -5,6 +5,7 @@
 
 use crate::attr::{file_type, kind_from_mode, to_file_attr};
 use crate::chunkservers::ChunkServers;
+use crate::entry_cache::Lookup;
 use crate::handles::{Handles, OpenFile};
 use crate::master_client::Master;
 use crate::options::MountOptions;
@@ -421,6 +422,12 @@ impl Filesystem for ElkFs {
             Err(e) => return fail(reply, e),
         };
         let ok = self.entry_reply();
+        // Answered here when the cache knows: no hop to the metadata thread.
+        match self.core.master.cached_lookup(parent.0, &name) {
+            Lookup::Found(a) => return ok(reply, self.core.attr(&a)),
+            Lookup::Absent => return fail(reply, FsError::NotFound),
+            Lookup::Unknown => {}
+        }
         self.run(
             span,
             reply,
@@ -432,6 +439,9 @@ impl Filesystem for ElkFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let span = debug_span!("getattr", ino = ino.0);
         let ttl = self.core.opts.attr_timeout;
+        if let Some(a) = self.core.master.cached_attr(ino.0) {
+            return reply.attr(&ttl, &self.core.attr(&a));
+        }
         self.run(
             span,
             reply,

@@ -331,8 +331,18 @@ impl Master {
         }
     }
 
+    /// What the cache answers for `name` in `parent`, without asking the master.
+    pub fn cached_lookup(&self, parent: u64, name: &[u8]) -> Lookup {
+        self.cache().lookup(parent, name, Instant::now())
+    }
+
+    /// `ino`'s attributes if the cache holds them.
+    pub fn cached_attr(&self, ino: u64) -> Option<Attr> {
+        self.cache().attr(ino, Instant::now())
+    }
+
     pub async fn lookup(&self, parent: u64, name: Vec<u8>) -> Result<Attr, FsError> {
-        match self.cache().lookup(parent, &name, Instant::now()) {
+        match self.cached_lookup(parent, &name) {
             Lookup::Found(a) => return Ok(a),
             Lookup::Absent => return Err(FsError::NotFound),
             Lookup::Unknown => {}
@@ -351,7 +361,7 @@ impl Master {
     }
 
     pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
-        if let Some(a) = self.cache().attr(ino, Instant::now()) {
+        if let Some(a) = self.cached_attr(ino) {
             return Ok(a);
         }
         Ok(self.keep(rpc!(self, get_attr, InodeRequest { ino })?)?.0)
