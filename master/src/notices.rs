@@ -1,12 +1,17 @@
 //! Notices to mounts of what each committed change touched (`Meta.Watch`): the names and
-//! inodes whose copies a mount may hold are now stale. With them a mount answers lookups
+//! inodes whose copies a mount may hold are now stale. [`touched`] works them out (pure),
+//! [`Notifier`] hands them to every watcher, [`watch`] streams them to one mount. With them a mount answers lookups
 //! and attribute requests from memory and still sees every other mount's changes.
 
+use crate::core::Master;
 use crate::state::State;
 use elkfs_proto::changelog::record::Op;
-use elkfs_proto::meta::Notice;
+use elkfs_proto::meta::{Notice, Notices};
 use std::sync::Arc;
-use tokio::sync::{broadcast, watch};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, watch};
+use tonic::Status;
+use tracing::debug;
 
 /// Changes a watcher may fall behind before it is told to forget everything.
 const BACKLOG: usize = 4096;
@@ -117,6 +122,51 @@ impl Notifier {
         if t.reset || !t.notices.is_empty() {
             // No receiver left is fine: nobody caches anything.
             let _ = self.tx.send(Arc::new(t));
+        }
+    }
+}
+
+/// Messages buffered per watcher; behind that the notices wait in the broadcast backlog.
+pub const WATCH_QUEUE: usize = 16;
+/// How often a watcher hears from the master when nothing changes: a mount stops trusting
+/// its cache when the stream goes quiet for longer (see `elkfs_mount::entry_cache`).
+const WATCH_TICK: Duration = Duration::from_millis(250);
+
+/// Sends `Notices` to one watching mount until it goes away or this master is superseded.
+pub async fn watch(master: Arc<Master>, tx: mpsc::Sender<Result<Notices, Status>>) {
+    let mut rx = master.notifier.subscribe();
+    let mut tick = tokio::time::interval(WATCH_TICK);
+    loop {
+        let mut out = Notices::default();
+        tokio::select! {
+            changed = rx.recv() => match changed {
+                Ok(t) => {
+                    out.reset = t.reset;
+                    out.notices.extend(t.notices.iter().cloned());
+                    // Everything else already waiting goes in the same message.
+                    while let Ok(t) = rx.try_recv() {
+                        out.reset |= t.reset;
+                        out.notices.extend(t.notices.iter().cloned());
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    debug!(dropped = n, "watcher fell behind: told to reset");
+                    out.reset = true;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tick.tick() => {
+                if let Err(s) = master.refuse_if_superseded() {
+                    let _ = tx.send(Err(s.into())).await;
+                    return;
+                }
+            }
+            () = tx.closed() => return,
+            () = master.notifier.closed() => return,
+        }
+        out.version = master.lock().state.version;
+        if tx.send(Ok(out)).await.is_err() {
+            return;
         }
     }
 }

@@ -2,62 +2,17 @@
 
 use super::reply;
 use crate::core::Master;
+use crate::notices::{self, WATCH_QUEUE};
 use elkfs_proto::limits::CHUNK_SIZE;
 use elkfs_proto::meta::meta_server::Meta;
 use elkfs_proto::meta::*;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::{debug, instrument, Instrument};
+use tracing::{instrument, Instrument};
 
 pub struct MetaService(pub Arc<Master>);
-
-/// Messages buffered per watcher; behind that the notices wait in the broadcast backlog.
-const WATCH_QUEUE: usize = 16;
-/// How often a watcher hears from the master when nothing changes: a mount stops trusting
-/// its cache when the stream goes quiet for longer (see `elkfs_mount::entry_cache`).
-const WATCH_TICK: Duration = Duration::from_millis(250);
-
-/// Sends `Notices` to one watching mount until it goes away or this master is superseded.
-async fn watch(master: Arc<Master>, tx: mpsc::Sender<Result<Notices, Status>>) {
-    let mut rx = master.notifier.subscribe();
-    let mut tick = tokio::time::interval(WATCH_TICK);
-    loop {
-        let mut out = Notices::default();
-        tokio::select! {
-            changed = rx.recv() => match changed {
-                Ok(t) => {
-                    out.reset = t.reset;
-                    out.notices.extend(t.notices.iter().cloned());
-                    // Everything else already waiting goes in the same message.
-                    while let Ok(t) = rx.try_recv() {
-                        out.reset |= t.reset;
-                        out.notices.extend(t.notices.iter().cloned());
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    debug!(dropped = n, "watcher fell behind: told to reset");
-                    out.reset = true;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            _ = tick.tick() => {
-                if let Err(s) = master.refuse_if_superseded() {
-                    let _ = tx.send(Err(s.into())).await;
-                    return;
-                }
-            }
-            () = tx.closed() => return,
-            () = master.notifier.closed() => return,
-        }
-        out.version = master.lock().state.version;
-        if tx.send(Ok(out)).await.is_err() {
-            return;
-        }
-    }
-}
 
 #[tonic::async_trait]
 impl Meta for MetaService {
@@ -193,7 +148,7 @@ impl Meta for MetaService {
         _r: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (tx, rx) = mpsc::channel(WATCH_QUEUE);
-        tokio::spawn(watch(self.0.clone(), tx).in_current_span());
+        tokio::spawn(notices::watch(self.0.clone(), tx).in_current_span());
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
