@@ -20,6 +20,16 @@ pub const QUIET_LIMIT: Duration = Duration::from_secs(1);
 /// Above this many slots everything is forgotten (and learned again as it is used).
 const MAX_SLOTS: usize = 1 << 20;
 
+/// Where a reply stands: the notice stream that was current when its request was sent
+/// ([`EntryCache::stream`]) and the metadata version it shows. A reply to a request sent
+/// before the stream broke is never kept: it may come from a master the new stream's
+/// versions do not continue (one that died before its standby had its last changes).
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    pub stream: u64,
+    pub version: u64,
+}
+
 /// What a slot says, as of its version. `None`: a notice made it stale.
 struct Slot<T> {
     version: u64,
@@ -47,6 +57,8 @@ pub struct EntryCache {
     latest: u64,
     /// When the notice stream last spoke; `None`: no stream.
     heard: Option<Instant>,
+    /// Notice streams started so far.
+    streams: u64,
 }
 
 /// Keep `value` at `version` unless the slot holds something newer. A notice (`None`) of
@@ -97,8 +109,14 @@ impl EntryCache {
         self.attrs.get(&ino)?.value
     }
 
-    fn keeps(&mut self, version: u64) -> bool {
-        if self.heard.is_none() || version < self.floor {
+    /// The current notice stream, to [`Stamp`] a request with before it is sent.
+    pub fn stream(&self) -> u64 {
+        self.streams
+    }
+
+    fn keeps(&mut self, at: Stamp) -> bool {
+        let version = at.version;
+        if self.heard.is_none() || at.stream != self.streams || version < self.floor {
             return false;
         }
         if self.names.len() + self.attrs.len() >= MAX_SLOTS {
@@ -107,23 +125,23 @@ impl EntryCache {
         true
     }
 
-    /// A reply of `version`: `name` in `dir` names `ino` (or nothing).
-    pub fn entry(&mut self, version: u64, dir: u64, name: &[u8], ino: Option<u64>) {
-        if name != b"." && name != b".." && self.keeps(version) {
-            set(&mut self.names, (dir, name.to_vec()), version, Some(ino));
+    /// A reply: `name` in `dir` names `ino` (or nothing).
+    pub fn entry(&mut self, at: Stamp, dir: u64, name: &[u8], ino: Option<u64>) {
+        if name != b"." && name != b".." && self.keeps(at) {
+            set(&mut self.names, (dir, name.to_vec()), at.version, Some(ino));
         }
     }
 
-    /// A reply of `version` showing `attr`.
-    pub fn attr_at(&mut self, version: u64, attr: Attr) {
-        if self.keeps(version) {
-            set(&mut self.attrs, attr.ino, version, Some(attr));
+    /// A reply showing `attr`.
+    pub fn attr_at(&mut self, at: Stamp, attr: Attr) {
+        if self.keeps(at) {
+            set(&mut self.attrs, attr.ino, at.version, Some(attr));
         }
     }
 
-    /// `dir` was created empty by this mount at `version`.
-    pub fn created_dir(&mut self, version: u64, dir: u64) {
-        if self.keeps(version) {
+    /// `dir` was created empty by this mount (the reply `at`).
+    pub fn created_dir(&mut self, at: Stamp, dir: u64) {
+        if self.keeps(at) {
             self.complete.insert(dir);
         }
     }
@@ -132,6 +150,7 @@ impl EntryCache {
     pub fn notices(&mut self, n: &Notices, now: Instant) {
         if self.heard.is_none() {
             // The first message of a new stream: what came before it is unknown.
+            self.streams += 1;
             self.forget(n.version);
         }
         self.heard = Some(now);
@@ -171,6 +190,13 @@ impl EntryCache {
 mod tests {
     use super::*;
     use elkfs_proto::meta::Notice;
+
+    fn at(c: &EntryCache, version: u64) -> Stamp {
+        Stamp {
+            stream: c.stream(),
+            version,
+        }
+    }
 
     fn attr(ino: u64, size: u64) -> Attr {
         Attr {
@@ -217,8 +243,8 @@ mod tests {
     fn nothing_is_kept_or_trusted_without_a_stream() {
         let mut c = EntryCache::default();
         let now = Instant::now();
-        c.entry(5, 1, b"a", Some(2));
-        c.attr_at(5, attr(2, 0));
+        c.entry(at(&c, 5), 1, b"a", Some(2));
+        c.attr_at(at(&c, 5), attr(2, 0));
         assert_eq!(c.lookup(1, b"a", now), Lookup::Unknown);
         c.notices(&msg(5, Vec::new()), now);
         assert_eq!(c.lookup(1, b"a", now), Lookup::Unknown);
@@ -227,15 +253,15 @@ mod tests {
     #[test]
     fn replies_answer_until_a_newer_notice() {
         let (mut c, now) = started(10);
-        c.entry(11, 1, b"a", Some(2));
-        c.attr_at(11, attr(2, 7));
+        c.entry(at(&c, 11), 1, b"a", Some(2));
+        c.attr_at(at(&c, 11), attr(2, 7));
         assert_eq!(c.lookup(1, b"a", now), Lookup::Found(attr(2, 7)));
         // The notice of the change the reply already shows changes nothing.
         c.notices(&msg(11, vec![inode_notice(11, 2)]), now);
         assert_eq!(c.lookup(1, b"a", now), Lookup::Found(attr(2, 7)));
         c.notices(&msg(12, vec![inode_notice(12, 2)]), now);
         assert_eq!(c.lookup(1, b"a", now), Lookup::Unknown);
-        c.attr_at(12, attr(2, 9));
+        c.attr_at(at(&c, 12), attr(2, 9));
         assert_eq!(c.lookup(1, b"a", now), Lookup::Found(attr(2, 9)));
         c.notices(&msg(13, vec![entry_notice(13, 1, b"a")]), now);
         assert_eq!(c.lookup(1, b"a", now), Lookup::Unknown);
@@ -245,33 +271,33 @@ mod tests {
     fn a_reply_overtaken_by_a_notice_is_not_kept() {
         let (mut c, now) = started(10);
         c.notices(&msg(12, vec![entry_notice(12, 1, b"a")]), now);
-        c.entry(11, 1, b"a", Some(2));
-        c.attr_at(11, attr(2, 0));
+        c.entry(at(&c, 11), 1, b"a", Some(2));
+        c.attr_at(at(&c, 11), attr(2, 0));
         assert_eq!(c.lookup(1, b"a", now), Lookup::Unknown);
         // Older than the stream: notices before it were never heard.
-        c.entry(9, 1, b"b", Some(3));
-        c.attr_at(9, attr(3, 0));
+        c.entry(at(&c, 9), 1, b"b", Some(3));
+        c.attr_at(at(&c, 9), attr(3, 0));
         assert_eq!(c.lookup(1, b"b", now), Lookup::Unknown);
     }
 
     #[test]
     fn a_created_directory_answers_absent_names() {
         let (mut c, now) = started(10);
-        c.created_dir(11, 5);
+        c.created_dir(at(&c, 11), 5);
         assert_eq!(c.lookup(5, b"x", now), Lookup::Absent);
         assert_eq!(c.lookup(6, b"x", now), Lookup::Unknown);
         // Another mount created "y" in it.
         c.notices(&msg(12, vec![entry_notice(12, 5, b"y")]), now);
         assert_eq!(c.lookup(5, b"y", now), Lookup::Unknown);
-        c.entry(13, 5, b"x", None);
+        c.entry(at(&c, 13), 5, b"x", None);
         assert_eq!(c.lookup(5, b"x", now), Lookup::Absent);
     }
 
     #[test]
     fn silence_reset_and_disconnection_stop_trust() {
         let (mut c, now) = started(10);
-        c.entry(11, 1, b"a", Some(2));
-        c.attr_at(11, attr(2, 0));
+        c.entry(at(&c, 11), 1, b"a", Some(2));
+        c.attr_at(at(&c, 11), attr(2, 0));
         assert_eq!(c.lookup(1, b"a", now + QUIET_LIMIT), Lookup::Unknown);
         c.notices(
             &Notices {
@@ -282,12 +308,21 @@ mod tests {
             now,
         );
         assert_eq!(c.lookup(1, b"a", now), Lookup::Unknown);
-        c.entry(12, 1, b"a", Some(2));
-        c.attr_at(12, attr(2, 0));
+        c.entry(at(&c, 12), 1, b"a", Some(2));
+        c.attr_at(at(&c, 12), attr(2, 0));
         c.disconnected();
         c.notices(&msg(20, Vec::new()), now);
         assert_eq!(c.lookup(1, b"a", now), Lookup::Unknown);
-        c.entry(15, 1, b"a", Some(2));
+        c.entry(at(&c, 15), 1, b"a", Some(2));
         assert_eq!(c.lookup(1, b"a", now), Lookup::Unknown);
+
+        // Asked before the stream broke, answered (at a high version) after a new one
+        // started: perhaps by the old master, so not kept.
+        let before = at(&c, 30);
+        c.disconnected();
+        c.notices(&msg(25, Vec::new()), now);
+        c.entry(before, 1, b"b", Some(3));
+        c.attr_at(before, attr(3, 0));
+        assert_eq!(c.lookup(1, b"b", now), Lookup::Unknown);
     }
 }

@@ -5,7 +5,7 @@
 //! accepts the session is used; when it stops answering, the session moves to whichever
 //! answers next (a promoted standby), so a failover is invisible too.
 
-use crate::entry_cache::{EntryCache, Lookup};
+use crate::entry_cache::{EntryCache, Lookup, Stamp};
 use crate::locks::lock;
 use elkfs_proto::limits::CHUNK_SIZE;
 use elkfs_proto::meta::meta_client::MetaClient;
@@ -166,6 +166,13 @@ impl Master {
 
     pub(crate) fn cache(&self) -> MutexGuard<'_, EntryCache> {
         lock(&self.cache)
+    }
+
+    /// The notice stream current now: taken before a request is sent, so its reply is kept
+    /// only if the stream did not break meanwhile. (Passed as the first argument of a call
+    /// whose second is the request, it is taken first: arguments are evaluated in order.)
+    fn stream(&self) -> u64 {
+        self.cache().stream()
     }
 
     pub fn session(&self) -> u64 {
@@ -347,6 +354,7 @@ impl Master {
             Lookup::Absent => return Err(FsError::NotFound),
             Lookup::Unknown => {}
         }
+        let stream = self.stream();
         let reply = rpc!(
             self,
             lookup,
@@ -355,8 +363,8 @@ impl Master {
                 name: name.clone()
             }
         )?;
-        let (a, version) = self.keep(reply)?;
-        self.cache().entry(version, parent, &name, Some(a.ino));
+        let (a, at) = self.keep(stream, reply)?;
+        self.cache().entry(at, parent, &name, Some(a.ino));
         Ok(a)
     }
 
@@ -364,53 +372,70 @@ impl Master {
         if let Some(a) = self.cached_attr(ino) {
             return Ok(a);
         }
-        Ok(self.keep(rpc!(self, get_attr, InodeRequest { ino })?)?.0)
+        Ok(self
+            .keep(self.stream(), rpc!(self, get_attr, InodeRequest { ino })?)?
+            .0)
     }
 
     pub async fn setattr(&self, req: SetAttrRequest) -> Result<Attr, FsError> {
-        Ok(self.keep(rpc!(self, set_attr, req, session)?)?.0)
+        Ok(self
+            .keep(self.stream(), rpc!(self, set_attr, req, session)?)?
+            .0)
     }
 
     /// Keeps what a reply shows (its node and the directories it changed) in the cache;
-    /// returns the node's attributes and the reply's version.
-    fn keep(&self, mut reply: AttrReply) -> Result<(Attr, u64), FsError> {
-        let version = reply.version;
+    /// returns the node's attributes and where the reply stands. `stream`: taken before
+    /// the request was sent ([`Master::stream`]).
+    fn keep(&self, stream: u64, mut reply: AttrReply) -> Result<(Attr, Stamp), FsError> {
+        let at = Stamp {
+            stream,
+            version: reply.version,
+        };
         let dirs = std::mem::take(&mut reply.dirs);
         let a = attr_of(reply)?;
         let mut cache = self.cache();
         for d in dirs {
-            cache.attr_at(version, d);
+            cache.attr_at(at, d);
         }
-        cache.attr_at(version, a);
-        Ok((a, version))
+        cache.attr_at(at, a);
+        Ok((a, at))
     }
 
     /// A new node `name` in `parent`: keeps it and its directory in the cache.
-    fn created(&self, parent: u64, name: &[u8], reply: AttrReply) -> Result<Attr, FsError> {
-        let (a, version) = self.keep(reply)?;
+    fn created(
+        &self,
+        stream: u64,
+        parent: u64,
+        name: &[u8],
+        reply: AttrReply,
+    ) -> Result<Attr, FsError> {
+        let (a, at) = self.keep(stream, reply)?;
         let mut cache = self.cache();
-        cache.entry(version, parent, name, Some(a.ino));
+        cache.entry(at, parent, name, Some(a.ino));
         if a.kind() == NodeKind::Dir {
-            cache.created_dir(version, a.ino);
+            cache.created_dir(at, a.ino);
         }
         Ok(a)
     }
 
     /// After unlink, rmdir or rename: keeps the changed directories and names in the cache.
-    fn moved(&self, reply: DirsReply, from: (u64, &[u8]), to: Option<(u64, &[u8])>) {
+    fn moved(&self, stream: u64, reply: DirsReply, from: (u64, &[u8]), to: Option<(u64, &[u8])>) {
         let mut cache = self.cache();
-        let v = reply.version;
-        cache.entry(v, from.0, from.1, reply.swapped.as_ref().map(|a| a.ino));
+        let at = Stamp {
+            stream,
+            version: reply.version,
+        };
+        cache.entry(at, from.0, from.1, reply.swapped.as_ref().map(|a| a.ino));
         if let Some((dir, name)) = to {
-            cache.entry(v, dir, name, reply.moved.as_ref().map(|a| a.ino));
+            cache.entry(at, dir, name, reply.moved.as_ref().map(|a| a.ino));
         }
-        for a in reply
+        let touched = reply
             .dirs
             .into_iter()
             .chain(reply.moved)
-            .chain(reply.swapped)
-        {
-            cache.attr_at(v, a);
+            .chain(reply.swapped);
+        for a in touched {
+            cache.attr_at(at, a);
         }
     }
 
@@ -418,7 +443,12 @@ impl Master {
     pub async fn mknod(&self, req: MknodRequest) -> Result<Attr, FsError> {
         let opens = req.open;
         let (parent, name) = (req.parent, req.name.clone());
-        let attr = self.created(parent, &name, rpc!(self, mknod, req, session)?)?;
+        let attr = self.created(
+            self.stream(),
+            parent,
+            &name,
+            rpc!(self, mknod, req, session)?,
+        )?;
         if opens {
             self.note_open(attr.ino, true);
         }
@@ -427,7 +457,7 @@ impl Master {
 
     pub async fn symlink(&self, req: SymlinkRequest) -> Result<Attr, FsError> {
         let (parent, name) = (req.parent, req.name.clone());
-        self.created(parent, &name, rpc!(self, symlink, req)?)
+        self.created(self.stream(), parent, &name, rpc!(self, symlink, req)?)
     }
 
     pub async fn link(
@@ -441,7 +471,7 @@ impl Master {
             new_parent,
             new_name: new_name.clone(),
         };
-        self.created(new_parent, &new_name, rpc!(self, link, req)?)
+        self.created(self.stream(), new_parent, &new_name, rpc!(self, link, req)?)
     }
 
     pub async fn unlink(&self, parent: u64, name: Vec<u8>) -> Result<(), FsError> {
@@ -458,20 +488,22 @@ impl Master {
             name: name.clone(),
             session: 0,
         };
+        let stream = self.stream();
         let reply = if dir {
             rpc!(self, rmdir, req, session)?
         } else {
             rpc!(self, unlink, req, session)?
         };
-        self.moved(reply, (parent, &name), None);
+        self.moved(stream, reply, (parent, &name), None);
         Ok(())
     }
 
     pub async fn rename(&self, req: RenameRequest) -> Result<(), FsError> {
         let from = (req.parent, req.name.clone());
         let to = (req.new_parent, req.new_name.clone());
+        let stream = self.stream();
         let reply = rpc!(self, rename, req)?;
-        self.moved(reply, (from.0, &from.1), Some((to.0, &to.1)));
+        self.moved(stream, reply, (from.0, &from.1), Some((to.0, &to.1)));
         Ok(())
     }
 
@@ -488,7 +520,8 @@ impl Master {
     }
 
     pub async fn open(&self, ino: u64) -> Result<Attr, FsError> {
-        let (attr, _) = self.keep(rpc!(self, open, OpenRequest { ino, session: 0 }, session)?)?;
+        let req = OpenRequest { ino, session: 0 };
+        let (attr, _) = self.keep(self.stream(), rpc!(self, open, req, session)?)?;
         self.note_open(ino, true);
         Ok(attr)
     }
@@ -564,7 +597,9 @@ impl Master {
     }
 
     pub async fn write_end(&self, req: WriteEndRequest) -> Result<Attr, FsError> {
-        Ok(self.keep(rpc!(self, write_end, req, session)?)?.0)
+        Ok(self
+            .keep(self.stream(), rpc!(self, write_end, req, session)?)?
+            .0)
     }
 
     pub async fn chunk_damaged(&self, chunk_id: u64, version: u32, server_id: u64) {

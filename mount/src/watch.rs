@@ -1,4 +1,5 @@
-//! Follows the master's notice stream (`Meta.Watch`) into the [`EntryCache`], for as long as
+//! Follows the master's notice stream (`Meta.Watch`) into the
+//! [`EntryCache`](crate::entry_cache::EntryCache), for as long as
 //! the mount runs: after a break (master restart, failover, network) the cache is
 //! forgotten and the stream started again on whichever master is active.
 
