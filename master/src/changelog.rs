@@ -156,18 +156,14 @@ impl Changelog {
             // Never submitted: nothing would ever make it durable.
             return Err(NotDurable(self.durable().version));
         }
-        if q.file.is_none() {
-            return Ok(Turn::Wait);
-        }
-        if !q.urgent {
-            let at = q.synced_at + RELAXED_SYNC;
-            if Instant::now() < at {
-                return Ok(Turn::SyncAt(at));
-            }
-        }
         let Some(file) = q.file.take() else {
             return Ok(Turn::Wait);
         };
+        let at = q.synced_at + RELAXED_SYNC;
+        if !q.urgent && Instant::now() < at {
+            q.file = Some(file);
+            return Ok(Turn::SyncAt(at));
+        }
         q.urgent = false;
         Ok(Turn::Sync(file, std::mem::take(&mut q.msgs), q.last))
     }
