@@ -136,6 +136,8 @@ const WATCH_TICK: Duration = Duration::from_millis(250);
 pub async fn watch(master: Arc<Master>, tx: mpsc::Sender<Result<Notices, Status>>) {
     let mut rx = master.notifier.subscribe();
     let mut tick = tokio::time::interval(WATCH_TICK);
+    let closed = master.notifier.closed();
+    tokio::pin!(closed);
     loop {
         let mut out = Notices::default();
         tokio::select! {
@@ -162,9 +164,14 @@ pub async fn watch(master: Arc<Master>, tx: mpsc::Sender<Result<Notices, Status>
                 }
             }
             () = tx.closed() => return,
-            () = master.notifier.closed() => return,
+            () = &mut closed => return,
         }
-        out.version = master.lock().state.version;
+        // Notices come in version order. Ticks and resets tell the master's version: a
+        // reset mount keeps no reply older than it.
+        out.version = match out.notices.last() {
+            Some(n) if !out.reset => n.version,
+            _ => master.lock().state.version,
+        };
         if tx.send(Ok(out)).await.is_err() {
             return;
         }
