@@ -5,14 +5,20 @@
 //! than on a writer thread, saves two thread wake-ups per change, a large share of a
 //! metadata change's cost on a small virtual machine.
 //!
+//! Files are zero-filled [`PREALLOC`] ahead of the last record: an fdatasync that only
+//! overwrites allocated blocks has no new file size to commit to the filesystem journal,
+//! which on ext4 here is a third of its cost (193 µs instead of 288 µs per record). A
+//! rotated-out file is cut back to its records.
+//!
 //! Records nobody waits for urgently (a metalogger's, when its master does not wait for
 //! acks) may gather for up to [`RELAXED_SYNC`] per fdatasync: on a host shared with a
 //! master, one fsync per record would queue behind the master's own in the disk's journal.
 
 use crate::files;
-use crate::frame;
+use crate::frame::{self, FrameReader};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::BufReader;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -30,6 +36,10 @@ pub struct Durable {
 
 /// Longest a relaxed record waits for its fdatasync.
 const RELAXED_SYNC: Duration = Duration::from_millis(10);
+
+/// Zeros written ahead of the last record at a time. Each extension costs one slower sync
+/// (about 18 ms here for 4 MiB), once per some 30,000 records.
+const PREALLOC: u64 = 4 << 20;
 
 enum Msg {
     /// Framed record bytes.
@@ -50,7 +60,7 @@ struct Queue {
     /// Someone waits for a queued record now.
     urgent: bool,
     /// `None` while a waiter writes and syncs (it holds the file).
-    file: Option<File>,
+    file: Option<LogFile>,
     synced_at: Instant,
 }
 
@@ -68,13 +78,78 @@ enum Turn {
     /// Only relaxed records: sync at this time unless someone else does first.
     SyncAt(Instant),
     /// Write and sync these (the waiter holds the file meanwhile).
-    Sync(File, Vec<Msg>, u64),
+    Sync(LogFile, Vec<Msg>, u64),
+}
+
+/// The file being written: records end at `pos`; `pos..end` holds zeros on disk, at least
+/// a frame header's worth, so a reader sees a clean end after the last record.
+struct LogFile {
+    file: File,
+    pos: u64,
+    end: u64,
+}
+
+impl LogFile {
+    /// Open the file for records from `start` on. One left by an earlier run (it can hold
+    /// nothing newer than what was replayed) continues after its last whole record.
+    fn open(dir: &Path, start: u64) -> std::io::Result<LogFile> {
+        let path = files::changelog_path(dir, start);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        let mut frames = FrameReader::new(BufReader::new(&file));
+        frames.by_ref().take_while(Result::is_ok).for_each(drop);
+        let pos = frames.end();
+        file.set_len(pos)?;
+        let mut log = LogFile {
+            file,
+            pos,
+            end: pos,
+        };
+        log.reserve(0)?;
+        log.file.sync_all()?;
+        files::sync_dir(dir)?;
+        info!(path = %path.display(), "changelog file opened");
+        Ok(log)
+    }
+
+    /// Zero-fill so that `len` more bytes fit with a header's worth of zeros after them.
+    fn reserve(&mut self, len: u64) -> std::io::Result<()> {
+        let need = self.pos + len + frame::HEADER_LEN as u64;
+        if need <= self.end {
+            return Ok(());
+        }
+        let zeros = vec![0u8; 1 << 20];
+        let new_end = need + PREALLOC;
+        while self.end < new_end {
+            let n = (new_end - self.end).min(zeros.len() as u64);
+            self.file.write_all_at(&zeros[..n as usize], self.end)?;
+            self.end += n;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.reserve(bytes.len() as u64)?;
+        self.file.write_all_at(bytes, self.pos)?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Cut the zeros off a file no more records will go to, and sync it.
+    fn finish(self) -> std::io::Result<()> {
+        self.file.set_len(self.pos)?;
+        self.file.sync_data()
+    }
 }
 
 impl Changelog {
     /// Start writing at version `next` in a new file in `dir`.
     pub fn start(dir: &Path, next: u64) -> std::io::Result<Changelog> {
-        let file = create(dir, next)?;
+        let file = LogFile::open(dir, next)?;
         Ok(Changelog {
             dir: dir.to_path_buf(),
             queue: Mutex::new(Queue {
@@ -170,18 +245,17 @@ impl Changelog {
 
     /// Write and fdatasync `msgs`, then publish `last` as durable. Blocks this thread for
     /// the sync: the request that runs it waits for exactly this.
-    fn sync(&self, mut file: File, msgs: Vec<Msg>, last: u64) {
+    fn sync(&self, mut file: LogFile, msgs: Vec<Msg>, last: u64) {
         let result = msgs
             .into_iter()
             .try_for_each(|m| match m {
-                Msg::Record(bytes) => file.write_all(&bytes),
+                Msg::Record(bytes) => file.append(&bytes),
                 Msg::Rotate(start) => {
-                    file.sync_data()?;
-                    file = create(&self.dir, start)?;
-                    Ok(())
+                    let next = LogFile::open(&self.dir, start)?;
+                    std::mem::replace(&mut file, next).finish()
                 }
             })
-            .and_then(|()| file.sync_data());
+            .and_then(|()| file.file.sync_data());
         match result {
             Ok(()) => {
                 {
@@ -207,24 +281,21 @@ impl Changelog {
     }
 }
 
-fn create(dir: &Path, start: u64) -> std::io::Result<File> {
-    let path = files::changelog_path(dir, start);
-    let f = OpenOptions::new().create(true).append(true).open(&path)?;
-    files::sync_dir(dir)?;
-    info!(path = %path.display(), "changelog file opened");
-    Ok(f)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::FrameReader;
 
-    fn versions_on_disk(dir: &Path) -> Vec<u64> {
-        let file = File::open(files::changelog_path(dir, 1)).expect("changelog file");
-        FrameReader::new(std::io::BufReader::new(file))
+    fn versions_on_disk(dir: &Path, start: u64) -> Vec<u64> {
+        let file = File::open(files::changelog_path(dir, start)).expect("changelog file");
+        FrameReader::new(BufReader::new(file))
             .map(|f| f.expect("intact frame").version)
             .collect()
+    }
+
+    fn file_len(dir: &Path, start: u64) -> u64 {
+        std::fs::metadata(files::changelog_path(dir, start))
+            .expect("stat changelog")
+            .len()
     }
 
     #[tokio::test]
@@ -238,6 +309,46 @@ mod tests {
         log.submit(4, b"d");
         log.wait(4).await.expect("urgent record synced");
         assert_eq!(log.durable().version, 4);
-        assert_eq!(versions_on_disk(dir.path()), vec![1, 2, 3, 4]);
+        assert_eq!(versions_on_disk(dir.path(), 1), vec![1, 2, 3, 4]);
+    }
+
+    /// Records past the zero-filled space extend it; a rotated-out file is cut back to its
+    /// records, and the live one reads back to a clean end.
+    #[tokio::test]
+    async fn preallocated_files_grow_and_are_cut_at_rotation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Changelog::start(dir.path(), 1).expect("start");
+        assert!(file_len(dir.path(), 1) > PREALLOC, "zero-filled ahead");
+        let big = vec![7u8; (PREALLOC / 2) as usize];
+        for v in 1..=3 {
+            log.submit(v, &big);
+        }
+        log.wait(3).await.expect("durable");
+        let records = 3 * (big.len() + frame::HEADER_LEN) as u64;
+        assert!(records > PREALLOC, "past the first zero fill");
+        assert!(file_len(dir.path(), 1) >= records + frame::HEADER_LEN as u64);
+        log.rotate(4);
+        log.submit(4, b"next");
+        log.wait(4).await.expect("durable after rotation");
+        assert_eq!(file_len(dir.path(), 1), records, "cut to its records");
+        assert_eq!(versions_on_disk(dir.path(), 1), vec![1, 2, 3]);
+        assert_eq!(versions_on_disk(dir.path(), 4), vec![4]);
+    }
+
+    /// A file left by an earlier run, ending in a torn record, continues after its last
+    /// whole record: new records are never hidden behind the torn one.
+    #[tokio::test]
+    async fn an_existing_file_continues_after_its_last_whole_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut old = Vec::new();
+        frame::encode(1, b"kept", &mut old);
+        let whole = old.len();
+        frame::encode(2, b"torn away", &mut old);
+        old.truncate(whole + 5);
+        std::fs::write(files::changelog_path(dir.path(), 1), &old).expect("old file");
+        let log = Changelog::start(dir.path(), 1).expect("reopen");
+        log.submit(2, b"new");
+        log.wait(2).await.expect("durable");
+        assert_eq!(versions_on_disk(dir.path(), 1), vec![1, 2]);
     }
 }

@@ -1,6 +1,8 @@
 //! Frames for changelog records and snapshot entries:
 //! `u32 len | u32 crc32(version ‖ payload) | u64 version | payload`, little endian.
 //! A reader stops at the first frame that is torn (file ends inside it) or corrupt.
+//! A header's worth of zeros where a frame would start ends the stream cleanly when nothing
+//! but zeros follows: changelog files are zero-filled ahead of their last record.
 
 use std::io::{self, Read};
 
@@ -81,11 +83,45 @@ impl<R: Read> FrameReader<R> {
         Ok(true)
     }
 
+    /// Where the whole frames read so far end.
+    pub fn end(&self) -> u64 {
+        self.offset
+    }
+
+    fn only_zeros_follow(&mut self, at: u64) -> Result<bool, FrameError> {
+        let mut buf = [0u8; 1 << 16];
+        loop {
+            match self.inner.read(&mut buf) {
+                Ok(0) => return Ok(true),
+                Ok(n) if buf[..n].iter().any(|&b| b != 0) => return Ok(false),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(FrameError::Io {
+                        offset: at,
+                        why: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
     fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         let at = self.offset;
         let mut head = [0u8; HEADER_LEN];
         if !self.fill(&mut head, at)? {
             return Ok(None);
+        }
+        if head == [0; HEADER_LEN] {
+            // No frame is all zeros: its CRC covers a version and is never 0 for version 0.
+            return if self.only_zeros_follow(at)? {
+                Ok(None)
+            } else {
+                Err(FrameError::Corrupt {
+                    offset: at,
+                    why: "zeroed bytes before the end of the data",
+                })
+            };
         }
         let word = |i: usize| [head[i], head[i + 1], head[i + 2], head[i + 3]];
         let len = u32::from_le_bytes(word(0)) as usize;
@@ -187,6 +223,24 @@ mod tests {
                 }
             }
             prop_assert_eq!(good, ends.iter().filter(|&&e| e <= cut).count());
+        }
+
+        /// Zero-filled space after the frames ends the stream; data after zeros is damage.
+        #[test]
+        fn zero_tail_is_the_end(frames in prop::collection::vec((any::<u64>(), prop::collection::vec(any::<u8>(), 0..100)), 0..10), zeros in HEADER_LEN..200_000, junk in 1u8..) {
+            let mut buf = encode_all(&frames);
+            let data_end = buf.len() as u64;
+            buf.resize(buf.len() + zeros, 0);
+            let mut reader = FrameReader::new(&buf[..]);
+            let back: Vec<(u64, Vec<u8>)> = reader.by_ref()
+                .map(|f| f.map(|f| (f.version, f.payload)))
+                .collect::<Result<_, _>>()
+                .expect("clean stream");
+            prop_assert_eq!(back, frames.clone());
+            prop_assert_eq!(reader.end(), data_end);
+            buf.push(junk);
+            let last = FrameReader::new(&buf[..]).last().expect("an item");
+            prop_assert_eq!(last.err(), Some(FrameError::Corrupt { offset: data_end, why: "zeroed bytes before the end of the data" }));
         }
 
         /// Any single flipped bit is detected; frames before it are still returned.

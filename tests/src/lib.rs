@@ -12,6 +12,7 @@
 
 mod admin;
 mod bins;
+pub mod changelog;
 mod cluster;
 pub mod copies;
 pub mod fsutil;

@@ -3,6 +3,7 @@
 //! that know both master addresses (chunkservers, mounts) for failover tests.
 
 use crate::bins::bin;
+use crate::changelog::last_version;
 use crate::cluster::{Cluster, START_TIMEOUT};
 use crate::mount::Mount;
 use crate::process::Daemon;
@@ -158,33 +159,6 @@ fn has_image(dir: &Path) -> bool {
             n.starts_with("metadata.") && n.ends_with(".elk")
         })
     })
-}
-
-/// Highest version of a whole frame in `dir`'s `changelog.*.elk` files (0: none).
-pub fn last_version(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let mut last = 0;
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if !(name.starts_with("changelog.") && name.ends_with(".elk")) {
-            continue;
-        }
-        let bytes = std::fs::read(e.path()).unwrap_or_default();
-        let mut at = 0;
-        while at + 16 <= bytes.len() {
-            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-            if at + 16 + len > bytes.len() {
-                break;
-            }
-            let v = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().expect("8 bytes"));
-            last = last.max(v);
-            at += 16 + len;
-        }
-    }
-    last
 }
 
 /// Output of one `elkfs-metarestore` run.

@@ -1,6 +1,7 @@
 //! Master crashes: every acknowledged operation survives kill -9, and a torn changelog tail
 //! costs at most the torn record.
 
+use elkfs_tests::changelog::records_end;
 use elkfs_tests::fsutil::Rng;
 use elkfs_tests::{Cluster, Opts};
 use std::collections::HashMap;
@@ -236,7 +237,7 @@ fn torn_changelog_tail() {
     });
     let damages: [Damage; 2] = [
         ("truncated", |p| {
-            let len = fs::metadata(p).expect("stat changelog").len();
+            let len = records_end(p);
             assert!(len > 3, "changelog too short to tear");
             OpenOptions::new()
                 .write(true)
@@ -247,8 +248,7 @@ fn torn_changelog_tail() {
         }),
         ("flipped", |p| {
             let mut bytes = fs::read(p).expect("read changelog");
-            let at = bytes
-                .len()
+            let at = (records_end(p) as usize)
                 .checked_sub(2)
                 .expect("changelog too short to damage");
             bytes[at] ^= 0xff;
