@@ -11,7 +11,9 @@
 # kill -9 it. T_detect = kill -> the file checker (`elkfs checkfile` / `mfscheckfile`) first
 # reports chunks under goal; T_heal = from then until no chunk is under goal. Healing rate =
 # bytes the dead server held / T_heal (GiB/s). T_detect is printed too: it is each system's
-# failure detection (elkfs: heartbeat timeout; MooseFS: the TCP connection closing).
+# failure detection (elkfs: heartbeat timeout; MooseFS: the TCP connection closing). So is
+# what reached the disk during T_heal (MB/s written to the device holding WORK, from
+# /proc/diskstats): near the disk's sequential write rate, healing is limited by the disk.
 #
 # Settings, chosen so neither system waits by configuration rather than by work:
 #   elkfs:   chunkserver_timeout_secs = 2, replication_grace_secs = 0 (start at once),
@@ -46,6 +48,8 @@ BIN=$REPO/target/release
 NFILES=$((SIZE_GIB * 1024 / FILE_MIB))
 
 log() { printf '[heal %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+# Bytes written so far to the disk holding WORK (sectors, field 10 of /proc/diskstats).
+written() { awk -v d="$DISK" '$3 == d { printf "%.0f\n", $10 * 512 }' /proc/diskstats; }
 now() { date +%s.%N; }
 
 # under_goal CHECKFILE_COMMAND...: chunks with fewer than GOAL copies over all files.
@@ -83,19 +87,21 @@ measure() {
   local label=$1 dir=$2 pid=$3
   shift 3
   wait_until 600 "$label: every chunk at goal" at_goal "$@"
-  local bytes t0 t1 t2 first
+  local bytes t0 t1 t2 w1 w2 first
   bytes=$(du -sb "$dir" | cut -f1)
   log "$label: killing the chunkserver holding $bytes bytes (pid $pid)"
   t0=$(now)
   kill -9 "$pid"
   wait_until 300 "$label: chunks reported under goal" below_goal "$@"
   t1=$(now)
+  w1=$(written)
   first=$(under_goal "$@")
   wait_until 3600 "$label: every chunk back at goal" at_goal "$@"
   t2=$(now)
-  perl -e 'my ($l, $b, $c, $d, $h) = @ARGV;
-    printf "| %s | %.2f | %d | %.1f | %.1f | %.3f |\n", $l, $b / 2**30, $c, $d, $h, $b / 2**30 / $h' \
-    "$label" "$bytes" "$first" "$(echo "$t1 - $t0" | bc)" "$(echo "$t2 - $t1" | bc)" | tee -a "$OUT/heal.md"
+  w2=$(written)
+  perl -e 'my ($l, $b, $c, $d, $h, $w) = @ARGV;
+    printf "| %s | %.2f | %d | %.1f | %.1f | %.3f | %.0f |\n", $l, $b / 2**30, $c, $d, $h, $b / 2**30 / $h, $w / 1e6 / $h' \
+    "$label" "$bytes" "$first" "$(echo "$t1 - $t0" | bc)" "$(echo "$t2 - $t1" | bc)" "$((w2 - w1))" | tee -a "$OUT/heal.md"
 }
 
 # ---------------------------------------------------------------- elkfs
@@ -150,14 +156,16 @@ cleanup() {
 trap cleanup EXIT
 
 mkdir -p "$WORK" "$OUT"
+DISK=$(basename "$(df --output=source "$WORK" | tail -1)")
+[[ -n $(written) ]] || { echo "no /proc/diskstats line for $DISK" >&2; exit 2; }
 (cd "$REPO" && cargo build --release --bins -q)
 head -c $((FILE_MIB << 20)) /dev/urandom >"$WORK/src"
 {
   echo
   echo "### Healing after kill -9 of 1 of 3 chunkservers, goal 2, $SIZE_GIB GiB written ($(date -u '+%F %H:%M UTC'))"
   echo
-  echo "| system | GiB on the dead server | chunks under goal | T_detect s | T_heal s | healing GiB/s |"
-  echo "|---|---|---|---|---|---|"
+  echo "| system | GiB on the dead server | chunks under goal | T_detect s | T_heal s | healing GiB/s | disk writes MB/s |"
+  echo "|---|---|---|---|---|---|---|"
 } | tee -a "$OUT/heal.md"
 
 if [[ -z ${SKIP_MOOSEFS:-} ]]; then
