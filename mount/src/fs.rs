@@ -10,7 +10,7 @@ use crate::handles::{Handles, OpenFile};
 use crate::master_client::Master;
 use crate::options::MountOptions;
 use crate::reader::Reader;
-use crate::writer::{FileWriter, WriteCtx};
+use crate::writer::{FileWriter, Times, WriteCtx};
 use bytes::Bytes;
 use elkfs_proto::limits::{MAX_NAME, MAX_SYMLINK};
 use elkfs_proto::meta::{
@@ -129,7 +129,19 @@ impl Core {
     }
 
     async fn flush(&self, ino: u64, writer: &FileWriter, sync: bool) -> Result<(), FsError> {
-        let r = writer.flush(sync).await;
+        self.flush_setting(ino, writer, sync, None).await.map(drop)
+    }
+
+    /// [`Core::flush`], setting `times` with it where the writer can (see
+    /// [`FileWriter::flush_setting`]); returns whether it did.
+    async fn flush_setting(
+        &self,
+        ino: u64,
+        writer: &FileWriter,
+        sync: bool,
+        times: Option<Times>,
+    ) -> Result<bool, FsError> {
+        let r = writer.flush_setting(sync, times).await;
         // WriteEnd changed the size the cached chunk replies carry.
         self.reader.forget(ino);
         r
@@ -184,7 +196,20 @@ impl Core {
         let writer = self.handles.writer(ino);
         if truncate_to.is_some() || sets_times {
             if let Some(w) = &writer {
-                self.flush(ino, w, false).await?;
+                // Only explicit times (as `cp -a` sets them) can go with the WriteEnd.
+                let only_explicit_times = !req.atime_now
+                    && !req.mtime_now
+                    && truncate_to.is_none()
+                    && req.mode.is_none()
+                    && req.uid.is_none()
+                    && req.gid.is_none();
+                let times = only_explicit_times.then_some(Times {
+                    atime: req.atime,
+                    mtime: req.mtime,
+                });
+                if self.flush_setting(ino, w, false, times).await? {
+                    return Ok(self.attr(&self.master.getattr(ino).await?));
+                }
             }
         }
         let a = self.master.setattr(req).await?;

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use elkfs_proto::chunk::write_message::Msg;
 use elkfs_proto::chunk::{WriteAck, WriteData, WriteMessage, WriteStart, WriteSync};
 use elkfs_proto::limits::{CHUNK_SIZE, MAX_FILE_SIZE};
-use elkfs_proto::meta::{Location, WriteEndRequest};
+use elkfs_proto::meta::{Location, Timespec, WriteEndRequest};
 use elkfs_proto::FsError;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -88,7 +88,16 @@ enum Cmd {
     },
     Finish {
         sync: bool,
+        /// Set these with the WriteEnd; tell the sender once the master has them.
+        times: Option<(Times, oneshot::Sender<()>)>,
     },
+}
+
+/// Times set explicitly on a file with buffered data (`utimensat` before close).
+#[derive(Default)]
+pub struct Times {
+    pub atime: Option<Timespec>,
+    pub mtime: Option<Timespec>,
 }
 
 struct Stream {
@@ -296,7 +305,7 @@ impl FileWriter {
             && index > 0
             && st.streams.get(&(index - 1)).is_some_and(|s| s.end == pos)
         {
-            self.finish_in_background(st, index - 1, false);
+            self.finish_in_background(st, index - 1, false, None);
         }
         let mut cmd = Cmd::Data {
             offset: (pos % CHUNK_SIZE) as u32,
@@ -348,25 +357,17 @@ impl FileWriter {
             else {
                 break;
             };
-            self.finish_in_background(st, lru, false);
+            self.finish_in_background(st, lru, false, None);
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let (ended_tx, ended) = oneshot::channel();
-        let actor = Actor {
-            ctx: self.ctx.clone(),
-            ino: self.ino,
+        let actor = Actor::new(
+            self.ctx.clone(),
+            self.ino,
             index,
-            error: self.error.clone(),
-            unsynced: self.unsynced.clone(),
-            lease: None,
-            failed: Vec::new(),
-            attempts: 0,
-            pending: VecDeque::new(),
-            seq: 0,
-            high: 0,
-            fatal: None,
-            leased_at: Instant::now(),
-        };
+            self.error.clone(),
+            self.unsynced.clone(),
+        );
         let span = tracing::debug_span!("chunk_stream", ino = self.ino, index);
         tokio::spawn(actor.run(rx, ended_tx).instrument(span));
         st.streams.insert(
@@ -380,10 +381,17 @@ impl FileWriter {
         );
     }
 
-    fn finish_in_background(&self, st: &mut State, index: u64, sync: bool) {
+    fn finish_in_background(
+        &self,
+        st: &mut State,
+        index: u64,
+        sync: bool,
+        times: Option<(Times, oneshot::Sender<()>)>,
+    ) {
         if let Some(stream) = st.streams.remove(&index) {
-            // If the actor already ended by itself, its `ended` fires at once.
-            let _ = stream.tx.send(Cmd::Finish { sync });
+            // If the actor already ended by itself, its `ended` fires at once (and `times`
+            // are dropped unset).
+            let _ = stream.tx.send(Cmd::Finish { sync, times });
             st.finishing.insert(index, stream.ended);
         }
     }
@@ -392,11 +400,27 @@ impl FileWriter {
     /// master (WriteEnd); with `sync` also on the chunkservers' disks. Returns (and clears)
     /// the first error of any earlier background write.
     pub async fn flush(&self, sync: bool) -> Result<(), FsError> {
+        self.flush_setting(sync, None).await.map(drop)
+    }
+
+    /// [`FileWriter::flush`], setting `times` with the WriteEnd when a single chunk stream
+    /// is left to end (a small file: the common `cp -a` case), which saves the master one
+    /// durable change. Returns whether the times were set.
+    pub async fn flush_setting(&self, sync: bool, times: Option<Times>) -> Result<bool, FsError> {
         let mut st = self.state.lock().await;
         let sent = self.send_buffer(&mut st).await;
         let open: Vec<u64> = st.streams.keys().copied().collect();
+        let mut set = None;
+        let mut times = match (times, open.as_slice()) {
+            (Some(t), [_]) if st.finishing.is_empty() => {
+                let (tx, rx) = oneshot::channel();
+                set = Some(rx);
+                Some((t, tx))
+            }
+            _ => None,
+        };
         for index in open {
-            self.finish_in_background(&mut st, index, sync);
+            self.finish_in_background(&mut st, index, sync, times.take());
         }
         for (_, ended) in st.finishing.drain() {
             let _ = ended.await;
@@ -421,10 +445,14 @@ impl FileWriter {
         self.dirty.store(false, Ordering::Release);
         self.size.store(0, Ordering::Release);
         sent?;
-        match lock(&self.error).take() {
-            Some(e) => Err(e),
-            None => Ok(()),
+        let error = lock(&self.error).take();
+        if let Some(e) = error {
+            return Err(e);
         }
+        Ok(match set {
+            Some(rx) => rx.await.is_ok(),
+            None => false,
+        })
     }
 }
 
@@ -485,6 +513,7 @@ async fn sync_chunk(ctx: &WriteCtx, ino: u64, index: u64, mut t: Target) -> Resu
             session: 0,
             file_size: 0,
             failed: true,
+            ..Default::default()
         };
         if let Err(e) = ctx.master.write_end(end).await {
             debug!(ino, index, "releasing the sync lease failed: {e}");
@@ -641,9 +670,36 @@ struct Actor {
     fatal: Option<FsError>,
     /// When the lease was last taken or re-joined.
     leased_at: Instant,
+    /// Explicit times for the WriteEnd, from [`Cmd::Finish`].
+    times: Option<(Times, oneshot::Sender<()>)>,
 }
 
 impl Actor {
+    fn new(
+        ctx: Arc<WriteCtx>,
+        ino: u64,
+        index: u64,
+        error: Arc<Mutex<Option<FsError>>>,
+        unsynced: Unsynced,
+    ) -> Actor {
+        Actor {
+            ctx,
+            ino,
+            index,
+            error,
+            unsynced,
+            lease: None,
+            failed: Vec::new(),
+            attempts: 0,
+            pending: VecDeque::new(),
+            seq: 0,
+            high: 0,
+            fatal: None,
+            leased_at: Instant::now(),
+            times: None,
+        }
+    }
+
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>, ended: oneshot::Sender<()>) {
         // Fires `ended` however the actor stops; a panic or a drop of the task first puts an
         // error in the file's slot (data it held may be lost), so flush cannot report success.
@@ -683,8 +739,9 @@ impl Actor {
                             let what = Pending::Data { offset, data, _permits: Some(permits) };
                             self.send(&mut conn, what).await;
                         }
-                        Some(Cmd::Finish { sync }) => {
+                        Some(Cmd::Finish { sync, times }) => {
                             closing = true;
+                            self.times = times;
                             if sync && self.fatal.is_none() && self.lease.is_some() {
                                 synced = true;
                                 self.send(&mut conn, Pending::Sync).await;
@@ -916,6 +973,8 @@ impl Actor {
     /// WriteSync at the next fsync, or the error waits in the file's error slot.
     async fn end(&mut self, synced: bool) {
         if let Some(lease) = &self.lease {
+            let (times, set) = self.times.take().unzip();
+            let times = times.unwrap_or_default();
             let req = WriteEndRequest {
                 ino: self.ino,
                 index: self.index,
@@ -923,11 +982,21 @@ impl Actor {
                 session: 0,
                 file_size: self.index * CHUNK_SIZE + self.high,
                 failed: self.fatal.is_some(),
+                atime: times.atime,
+                mtime: times.mtime,
             };
-            if let Err(e) = self.ctx.master.write_end(req).await {
-                warn!(ino = self.ino, index = self.index, "WriteEnd failed: {e}");
-                lock(&self.error).get_or_insert(e.clone());
-                self.fatal.get_or_insert(e);
+            match self.ctx.master.write_end(req).await {
+                Ok(_) if self.fatal.is_none() => {
+                    if let Some(set) = set {
+                        let _ = set.send(());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(ino = self.ino, index = self.index, "WriteEnd failed: {e}");
+                    lock(&self.error).get_or_insert(e.clone());
+                    self.fatal.get_or_insert(e);
+                }
             }
         }
         if let (None, false, Some(lease)) = (&self.fatal, synced, self.lease.take()) {
@@ -1017,21 +1086,9 @@ mod tests {
     }
 
     fn actor(lease: Option<Target>) -> Actor {
-        Actor {
-            ctx: ctx(),
-            ino: 1,
-            index: 0,
-            error: Arc::default(),
-            unsynced: Arc::default(),
-            lease,
-            failed: Vec::new(),
-            attempts: 0,
-            pending: VecDeque::new(),
-            seq: 0,
-            high: 0,
-            fatal: None,
-            leased_at: Instant::now(),
-        }
+        let mut a = Actor::new(ctx(), 1, 0, Arc::default(), Arc::default());
+        a.lease = lease;
+        a
     }
 
     #[tokio::test]

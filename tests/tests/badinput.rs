@@ -7,7 +7,7 @@ use elkfs_proto::meta::meta_client::MetaClient;
 use elkfs_proto::meta::{
     Caller, ChunkRequest, EntryRequest, HelloRequest, InodeRequest, LinkRequest, LookupRequest,
     MknodRequest, NodeKind, OpenRequest, ReadDirRequest, RenameRequest, SetAttrRequest,
-    SymlinkRequest, WriteEndRequest,
+    SymlinkRequest, Timespec, WriteEndRequest,
 };
 use elkfs_proto::transport;
 use elkfs_tests::{Cluster, Opts};
@@ -293,10 +293,35 @@ fn master_rejects_bad_requests() {
                 session,
                 file_size: HUGE,
                 failed: false,
+                ..Default::default()
             })
             .await,
             "write end past 2^63",
         );
+        // Out-of-range nanoseconds in explicit times are clamped, never stored.
+        let odd = Timespec {
+            sec: -1,
+            nsec: u32::MAX,
+        };
+        let attr = meta
+            .write_end(WriteEndRequest {
+                ino: file,
+                chunk_id: 1,
+                session,
+                atime: Some(odd),
+                mtime: Some(odd),
+                ..Default::default()
+            })
+            .await
+            .expect("write end with explicit times")
+            .into_inner()
+            .attr
+            .expect("attributes");
+        let clamped = Some(Timespec {
+            sec: -1,
+            nsec: 999_999_999,
+        });
+        assert_eq!((attr.atime, attr.mtime), (clamped, clamped));
     });
     assert!(c.master_running(), "master died on bad input");
     // Still serving normally.

@@ -442,6 +442,73 @@ fn attributes() {
     );
 }
 
+/// `utimensat` on a file with buffered writes (what `cp -a` does before close): the times
+/// hold before and after close, on another mount and after kill -9 of the master, whether
+/// they went with the flush's WriteEnd (one chunk) or a SetAttr after it (two chunks). A
+/// write after them sets mtime again.
+#[test]
+fn times_set_on_unflushed_writes() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let c = cluster();
+    let started = SystemTime::now();
+    let at = |sec, nsec| UNIX_EPOCH + Duration::new(sec, nsec);
+    let (atime, mtime) = (at(1_400_000_000, 5), at(1_500_000_000, 987_654_321));
+    let times = fs::FileTimes::new().set_accessed(atime).set_modified(mtime);
+    let stamps = |p: &Path| {
+        let md = fs::metadata(p).expect("stat");
+        (
+            md.len(),
+            md.accessed().expect("atime"),
+            md.modified().expect("mtime"),
+        )
+    };
+    let small = (b"small file".len() as u64, atime, mtime);
+    let far = 64 << 20;
+    let big = (far + 3, atime, mtime);
+    {
+        let m = c.mount();
+        let mut f = File::create(m.join("small")).expect("create");
+        f.write_all(b"small file").expect("write");
+        f.set_times(times).expect("futimens");
+        assert_eq!(stamps(&m.join("small")), small, "before close");
+        drop(f);
+        assert_eq!(stamps(&m.join("small")), small, "after close");
+
+        let f = File::create(m.join("two-chunks")).expect("create");
+        f.write_all_at(b"abc", 0).expect("write chunk 0");
+        f.write_all_at(b"abc", far).expect("write chunk 1");
+        f.set_times(times).expect("futimens");
+        drop(f);
+        assert_eq!(stamps(&m.join("two-chunks")), big);
+
+        let mut f = File::create(m.join("rewritten")).expect("create");
+        f.write_all(b"x").expect("write");
+        f.set_times(times).expect("futimens");
+        f.write_all(b"y").expect("write after setting times");
+        drop(f);
+        let (len, _, modified) = stamps(&m.join("rewritten"));
+        assert_eq!(len, 2);
+        assert!(modified >= started, "a later write sets mtime again");
+
+        let other = c.mount();
+        assert_eq!(stamps(&other.join("small")), small, "other mount");
+        assert_eq!(stamps(&other.join("two-chunks")), big, "other mount");
+    }
+    c.kill_master();
+    c.start_master();
+    let m = c.mount();
+    assert_eq!(
+        stamps(&m.join("small")),
+        small,
+        "after kill -9 of the master"
+    );
+    assert_eq!(
+        stamps(&m.join("two-chunks")),
+        big,
+        "after kill -9 of the master"
+    );
+}
+
 #[test]
 fn names_and_statfs() {
     let c = cluster();

@@ -68,6 +68,7 @@ fn write_image(dir: &Path) {
                 ino,
                 size: 8,
                 time: Some(time),
+                ..Default::default()
             }),
         );
     }

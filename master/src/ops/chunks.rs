@@ -1,7 +1,7 @@
 //! Where file data lives: chunk lookups for reads, chunk creation and version bumps for
 //! writes (with write leases), the end of a write, and truncation.
 
-use super::{now, versioned};
+use super::{explicit, now, versioned};
 use crate::cluster::Lease;
 use crate::core::{Inner, Master};
 use crate::placement;
@@ -326,6 +326,8 @@ impl Master {
                     ino: req.ino,
                     size: req.file_size,
                     time: now(),
+                    atime: explicit(&req.atime),
+                    mtime: explicit(&req.mtime),
                 }),
             )?;
             let a = inner.state.inode(req.ino)?.attr();

@@ -16,6 +16,14 @@ fn now() -> Option<Timespec> {
     Some(elkfs_proto::time::now())
 }
 
+/// A time a client set explicitly, with nanoseconds kept in range.
+fn explicit(t: &Option<Timespec>) -> Option<Timespec> {
+    t.as_ref().map(|t| Timespec {
+        sec: t.sec,
+        nsec: t.nsec.min(999_999_999),
+    })
+}
+
 /// `attr` as of the current metadata version.
 fn versioned(inner: &Inner, attr: Attr) -> AttrReply {
     AttrReply {

@@ -1,7 +1,7 @@
 //! Names and attributes: lookup, create, remove, rename, links, attributes, directory
 //! listings, sessions and open files. Client ↔ master only; no chunkserver involved.
 
-use super::{now, purge, versioned};
+use super::{explicit, now, purge, versioned};
 use crate::core::{Inner, Master};
 use crate::state::{check_name, Body, RENAME_EXCHANGE};
 use elkfs_proto::changelog::{record::Op, Link, Mknod, Rename, SetAttr, Unlink};
@@ -230,10 +230,7 @@ impl Master {
             if set_now {
                 time
             } else {
-                t.as_ref().map(|t| elkfs_proto::meta::Timespec {
-                    sec: t.sec,
-                    nsec: t.nsec.min(999_999_999),
-                })
+                explicit(t)
             }
         };
         self.mutate(|m, inner| {

@@ -586,7 +586,10 @@ impl State {
         if let Body::File { size, .. } = &mut node.body {
             *size = (*size).max(r.size);
         }
-        node.mtime = time;
+        node.mtime = r.mtime.as_ref().map_or(time, Ts::from);
+        if let Some(t) = &r.atime {
+            node.atime = t.into();
+        }
         node.ctime = time;
         Ok(Effects::default())
     }

@@ -53,6 +53,7 @@ enum Gen {
     WriteEnd {
         node: usize,
         size: u64,
+        explicit_times: bool,
     },
     Purge {
         node: usize,
@@ -82,7 +83,7 @@ fn gen() -> impl Strategy<Value = Gen> {
         1 => (0usize..50, 0u32..0o7777).prop_map(|(node, mode)| Gen::SetAttr { node, mode }),
         1 => (0usize..50, 0u64..(3 * CHUNK_SIZE), any::<bool>()).prop_map(|(node, size, cut)| Gen::Truncate { node, size, cut }),
         2 => (0usize..50, 0u64..4, any::<bool>()).prop_map(|(node, index, create)| Gen::WriteChunk { node, index, create }),
-        1 => (0usize..50, 0u64..(4 * CHUNK_SIZE)).prop_map(|(node, size)| Gen::WriteEnd { node, size }),
+        1 => (0usize..50, 0u64..(4 * CHUNK_SIZE), any::<bool>()).prop_map(|(node, size, explicit_times)| Gen::WriteEnd { node, size, explicit_times }),
         1 => (0usize..50).prop_map(|node| Gen::Purge { node }),
         1 => (0u64..3000).prop_map(|ahead| Gen::Reserve { ahead }),
         // Goals up to MAX_GOAL + 1 so some records are invalid.
@@ -213,10 +214,16 @@ fn record(s: &State, g: &Gen, clock: i64) -> Record {
                 created,
             })
         }
-        Gen::WriteEnd { node, size } => record::Op::WriteEnd(WriteEnd {
+        Gen::WriteEnd {
+            node,
+            size,
+            explicit_times,
+        } => record::Op::WriteEnd(WriteEnd {
             ino: pick(s, node, false),
             size,
             time: t(clock),
+            atime: explicit_times.then(|| t(clock / 2)).flatten(),
+            mtime: explicit_times.then(|| t(clock / 3)).flatten(),
         }),
         Gen::Purge { node } => record::Op::Purge(Purge {
             ino: pick(s, node, false),

@@ -135,10 +135,12 @@ fn record_line(f: &Frame) -> String {
             r.ino, r.index, r.chunk_id, r.version, r.created
         ),
         Op::WriteEnd(r) => format!(
-            "write_end ino={} size={} time={}",
+            "write_end ino={} size={} time={} atime={} mtime={}",
             r.ino,
             r.size,
-            time(&r.time)
+            time(&r.time),
+            time(&r.atime),
+            time(&r.mtime)
         ),
         Op::Purge(r) => format!("purge ino={}", r.ino),
         Op::ChunkVersion(r) => format!("chunk_version chunk={} version={}", r.chunk_id, r.version),
