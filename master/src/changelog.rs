@@ -7,8 +7,8 @@
 //!
 //! Files are zero-filled [`PREALLOC`] ahead of the last record: an fdatasync that only
 //! overwrites allocated blocks has no new file size to commit to the filesystem journal,
-//! which on ext4 here is a third of its cost (193 µs instead of 288 µs per record). A
-//! rotated-out file is cut back to its records.
+//! about a quarter of its cost on ext4 here (`bench/changelog_sync.py`: medians 147–193 µs
+//! against 205–248 µs when appending). A rotated-out file is cut back to its records.
 //!
 //! Records nobody waits for urgently (a metalogger's, when its master does not wait for
 //! acks) may gather for up to [`RELAXED_SYNC`] per fdatasync: on a host shared with a

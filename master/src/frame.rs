@@ -113,7 +113,8 @@ impl<R: Read> FrameReader<R> {
             return Ok(None);
         }
         if head == [0; HEADER_LEN] {
-            // No frame is all zeros: its CRC covers a version and is never 0 for version 0.
+            // No frame header is all zeros: with length and version 0, the CRC (of the
+            // zero version) is not 0.
             return if self.only_zeros_follow(at)? {
                 Ok(None)
             } else {
