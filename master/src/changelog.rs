@@ -15,7 +15,7 @@
 //! master, one fsync per record would queue behind the master's own in the disk's journal.
 
 use crate::files;
-use crate::frame::{self, FrameReader};
+use crate::frame;
 use std::fs::{File, OpenOptions};
 use std::io::BufReader;
 use std::os::unix::fs::FileExt;
@@ -100,9 +100,7 @@ impl LogFile {
             .read(true)
             .write(true)
             .open(&path)?;
-        let mut frames = FrameReader::new(BufReader::new(&file));
-        frames.by_ref().take_while(Result::is_ok).for_each(drop);
-        let pos = frames.end();
+        let pos = frame::records_end(BufReader::new(&file));
         file.set_len(pos)?;
         let mut log = LogFile {
             file,
@@ -284,6 +282,7 @@ impl Changelog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::FrameReader;
 
     fn versions_on_disk(dir: &Path, start: u64) -> Vec<u64> {
         let file = File::open(files::changelog_path(dir, start)).expect("changelog file");

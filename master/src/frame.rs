@@ -41,6 +41,14 @@ impl FrameError {
     }
 }
 
+/// Where the whole frames at the start of `stream` end: where a writer continues, and
+/// where the zero-filled space of a changelog file begins.
+pub fn records_end(stream: impl Read) -> u64 {
+    let mut frames = FrameReader::new(stream);
+    frames.by_ref().take_while(Result::is_ok).for_each(drop);
+    frames.end()
+}
+
 pub struct Frame {
     pub offset: u64,
     pub version: u64,
@@ -84,7 +92,7 @@ impl<R: Read> FrameReader<R> {
     }
 
     /// Where the whole frames read so far end.
-    pub fn end(&self) -> u64 {
+    fn end(&self) -> u64 {
         self.offset
     }
 

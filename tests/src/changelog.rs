@@ -1,21 +1,19 @@
 //! Reading a daemon's changelog files from outside, to check or damage them.
 
-use elkfs_master::frame::FrameReader;
+use elkfs_master::frame::{self, FrameReader};
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
-fn frames(path: &Path) -> FrameReader<BufReader<File>> {
+fn open(path: &Path) -> BufReader<File> {
     let file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    FrameReader::new(BufReader::new(file))
+    BufReader::new(file)
 }
 
 /// Where the whole records of a changelog file end: the zero-filled space the writer keeps
 /// ahead of them comes after.
 pub fn records_end(path: &Path) -> u64 {
-    let mut frames = frames(path);
-    frames.by_ref().take_while(Result::is_ok).for_each(drop);
-    frames.end()
+    frame::records_end(open(path))
 }
 
 /// Highest version of a whole frame in `dir`'s `changelog.*.elk` files (0: none).
@@ -28,7 +26,7 @@ pub fn last_version(dir: &Path) -> u64 {
         let name = e.file_name();
         let name = name.to_string_lossy();
         if name.starts_with("changelog.") && name.ends_with(".elk") {
-            last = frames(&e.path())
+            last = FrameReader::new(open(&e.path()))
                 .map_while(Result::ok)
                 .fold(last, |l, f| l.max(f.version));
         }
