@@ -1,6 +1,7 @@
 //! Frames for changelog records and snapshot entries:
 //! `u32 len | u32 crc32(version ‖ payload) | u64 version | payload`, little endian.
-//! A reader stops at the first frame that is torn (file ends inside it) or corrupt.
+//! A reader stops at the first frame that is torn (the file ends inside it, or it fails its
+//! CRC with only zero-filled space after it: a crash cut it short) or corrupt.
 //! A header's worth of zeros where a frame would start ends the stream cleanly when nothing
 //! but zeros follows: changelog files are zero-filled ahead of their last record.
 
@@ -22,7 +23,7 @@ pub fn encode(version: u64, payload: &[u8], out: &mut Vec<u8>) {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
-    #[error("torn frame at byte {offset}: the file ends inside it")]
+    #[error("torn frame at byte {offset}: the data ends inside it")]
     Torn { offset: u64 },
     #[error("corrupt frame at byte {offset}: {why}")]
     Corrupt { offset: u64, why: &'static str },
@@ -96,13 +97,15 @@ impl<R: Read> FrameReader<R> {
         self.offset
     }
 
-    fn only_zeros_follow(&mut self, at: u64) -> Result<bool, FrameError> {
+    /// How many zeros end the stream from here, or None if other bytes follow.
+    fn zeros_to_end(&mut self, at: u64) -> Result<Option<u64>, FrameError> {
         let mut buf = [0u8; 1 << 16];
+        let mut zeros = 0;
         loop {
             match self.inner.read(&mut buf) {
-                Ok(0) => return Ok(true),
-                Ok(n) if buf[..n].iter().any(|&b| b != 0) => return Ok(false),
-                Ok(_) => {}
+                Ok(0) => return Ok(Some(zeros)),
+                Ok(n) if buf[..n].iter().any(|&b| b != 0) => return Ok(None),
+                Ok(n) => zeros += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     return Err(FrameError::Io {
@@ -123,7 +126,7 @@ impl<R: Read> FrameReader<R> {
         if head == [0; HEADER_LEN] {
             // No frame header is all zeros: with length and version 0, the CRC (of the
             // zero version) is not 0.
-            return if self.only_zeros_follow(at)? {
+            return if self.zeros_to_end(at)?.is_some() {
                 Ok(None)
             } else {
                 Err(FrameError::Corrupt {
@@ -152,6 +155,14 @@ impl<R: Read> FrameReader<R> {
         h.update(&v);
         h.update(&payload);
         if h.finalize() != crc {
+            // A header's worth of zeros or more to the end: the writer's zero-filled space,
+            // so a record a crash cut short while it was being written.
+            if self
+                .zeros_to_end(at)?
+                .is_some_and(|n| n >= HEADER_LEN as u64)
+            {
+                return Err(FrameError::Torn { offset: at });
+            }
             return Err(FrameError::Corrupt {
                 offset: at,
                 why: "CRC mismatch",
@@ -250,6 +261,20 @@ mod tests {
             buf.push(junk);
             let last = FrameReader::new(&buf[..]).last().expect("an item");
             prop_assert_eq!(last.err(), Some(FrameError::Corrupt { offset: data_end, why: "zeroed bytes before the end of the data" }));
+        }
+
+        /// A last frame cut short with zeros after it (a crash while writing into
+        /// zero-filled space) is torn, as a file ending inside it is.
+        #[test]
+        fn cut_short_in_zeros_is_torn(frames in prop::collection::vec((any::<u64>(), prop::collection::vec(1u8.., 1..100)), 1..10), cut in any::<prop::sample::Index>(), zeros in HEADER_LEN..10_000) {
+            let buf = encode_all(&frames);
+            let last_len = HEADER_LEN + frames[frames.len() - 1].1.len();
+            let last = buf.len() - last_len;
+            let mut torn = buf[..last + 1 + cut.index(last_len - 1)].to_vec();
+            torn.resize(buf.len() + zeros, 0);
+            let results: Vec<_> = FrameReader::new(&torn[..]).collect();
+            prop_assert_eq!(results.len(), frames.len());
+            prop_assert_eq!(results[frames.len() - 1].as_ref().err(), Some(&FrameError::Torn { offset: last as u64 }));
         }
 
         /// Any single flipped bit is detected; frames before it are still returned.
