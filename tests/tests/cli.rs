@@ -1,5 +1,6 @@
-//! The `elkfs` tool: `up` starts a working cluster, `up` again is a no-op, `down` stops
-//! everything, and a second `up` brings back the same filesystem.
+//! The `elkfs` tool: `up` starts a working cluster, `up` again is a no-op or restarts a
+//! master killed under a live mount, `down` stops everything, and a second `up` brings back
+//! the same filesystem.
 
 use elkfs_tests::copies::elkfs;
 use elkfs_tests::next_loopback_ip;
@@ -66,6 +67,28 @@ fn up_down_up_keeps_the_filesystem() {
         again.matches("already running").count(),
         5,
         "second up starts nothing new"
+    );
+    // A master killed -9 under a live mount: `up` brings it back without touching the
+    // mount point, where the mount waits for the master.
+    let master_pid: i32 = fs::read_to_string(data.join("run/master.pid"))
+        .expect("master pid file")
+        .trim()
+        .parse()
+        .expect("master pid");
+    // SAFETY: a plain kill of the master this test started.
+    unsafe { libc::kill(master_pid, libc::SIGKILL) };
+    // Past the kernel's attribute cache (1 s): a stat of the mount point now waits for the
+    // master.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let restarted = elkfs(&up);
+    assert_eq!(
+        restarted.matches("already running").count(),
+        4,
+        "only the master started again:\n{restarted}"
+    );
+    assert_eq!(
+        fs::read(mnt.join("kept")).expect("read after the master came back"),
+        b"across restarts"
     );
     let status = elkfs(&["status", "--master", &format!("{host}:9520")]);
     assert_eq!(

@@ -66,10 +66,7 @@ pub fn run(args: Args) -> Result<()> {
         fs::canonicalize(&args.data_dir)
             .with_context(|| format!("resolving {}", args.data_dir.display()))?,
     );
-    fs::create_dir_all(&args.mountpoint)
-        .with_context(|| format!("creating mountpoint {}", args.mountpoint.display()))?;
-    let mountpoint = fs::canonicalize(&args.mountpoint)
-        .with_context(|| format!("resolving {}", args.mountpoint.display()))?;
+    let mountpoint = resolve_mountpoint(&args.mountpoint)?;
     let master_addr = SocketAddr::new(args.host, MASTER_PORT);
     let cs_names: Vec<String> = (1..=args.chunkservers).map(|i| format!("cs{i}")).collect();
 
@@ -134,6 +131,28 @@ pub fn run(args: Args) -> Result<()> {
     started.push(start_mount(&layout, &master, &mountpoint, deadline)?);
     print_summary(&layout, &started, &mountpoint);
     Ok(())
+}
+
+/// The mount point as an absolute path, created if missing. A path that already is a FUSE
+/// mount point is not looked at: after a master crash the mount waits for it there, and
+/// `up` is what brings it back.
+fn resolve_mountpoint(path: &Path) -> Result<PathBuf> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no directory to mount on", path.display()))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let joined = fs::canonicalize(parent)
+        .with_context(|| format!("resolving {}", parent.display()))?
+        .join(name);
+    if mounts::is_fuse_mounted(&joined)? {
+        return Ok(joined);
+    }
+    fs::create_dir_all(&joined)
+        .with_context(|| format!("creating mountpoint {}", joined.display()))?;
+    fs::canonicalize(&joined).with_context(|| format!("resolving {}", joined.display()))
 }
 
 fn create_dirs(layout: &Layout, cs_names: &[String]) -> Result<()> {
