@@ -144,6 +144,7 @@ fn resolve_mountpoint(path: &Path) -> Result<PathBuf> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let joined = fs::canonicalize(parent)
         .with_context(|| format!("resolving {}", parent.display()))?
         .join(name);
