@@ -1,7 +1,8 @@
 //! Notices to mounts of what each committed change touched (`Meta.Watch`): the names and
 //! inodes whose copies a mount may hold are now stale. [`touched`] works them out (pure),
-//! [`Notifier`] hands them to every watcher, [`watch`] streams them to one mount. With them a mount answers lookups
-//! and attribute requests from memory and still sees every other mount's changes.
+//! [`Notifier`] hands them to every watcher, [`watch`] streams them to one mount. With them
+//! a mount answers lookups and attribute requests from memory and still sees every other
+//! mount's changes.
 
 use crate::core::Master;
 use crate::state::State;
