@@ -7,6 +7,7 @@ use crate::attr::{file_type, kind_from_mode, to_file_attr};
 use crate::chunkservers::ChunkServers;
 use crate::entry_cache::Lookup;
 use crate::handles::{Handles, OpenFile};
+use crate::listings::Listings;
 use crate::master_client::Master;
 use crate::options::MountOptions;
 use crate::reader::Reader;
@@ -14,8 +15,8 @@ use crate::writer::{FileWriter, Times, WriteCtx};
 use bytes::Bytes;
 use elkfs_proto::limits::{MAX_NAME, MAX_SYMLINK};
 use elkfs_proto::meta::{
-    Attr, Caller, MknodRequest, NodeKind, ReadDirRequest, RenameRequest, SetAttrRequest,
-    SymlinkRequest, Timespec,
+    Attr, Caller, MknodRequest, NodeKind, ReadDirReply, ReadDirRequest, RenameRequest,
+    SetAttrRequest, SymlinkRequest, Timespec,
 };
 use elkfs_proto::time::from_system;
 use elkfs_proto::{transport, FsError};
@@ -120,6 +121,7 @@ struct Core {
     master: Arc<Master>,
     reader: Arc<Reader>,
     handles: Handles,
+    listings: Listings,
     opts: MountOptions,
 }
 
@@ -248,6 +250,17 @@ impl Core {
         self.master.release(ino);
     }
 
+    /// A listing page went to the kernel up to the entry with cookie `added`: if that was
+    /// all of the master's last page, the listing behind `fh` is known to end there.
+    fn page_sent(&self, fh: FileHandle, page: &ReadDirReply, added: Option<u64>) {
+        match (added, page.entries.last()) {
+            (Some(end), Some(last)) if page.eof && end == last.cookie => {
+                self.listings.ended_after(fh.0, end)
+            }
+            _ => {}
+        }
+    }
+
     /// Attributes for a readdirplus entry ("." and ".." may come without).
     async fn entry_attr(&self, e: &elkfs_proto::meta::DirEntry) -> Result<FileAttr, FsError> {
         match &e.attr {
@@ -282,6 +295,7 @@ impl ElkFs {
                 master,
                 reader,
                 handles,
+                listings: Listings::default(),
                 opts,
             }),
         }
@@ -814,14 +828,33 @@ impl Filesystem for ElkFs {
         });
     }
 
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.opened(FileHandle(self.core.listings.open()), FopenFlags::empty());
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.core.listings.close(fh.0);
+        reply.ok();
+    }
+
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         reply: ReplyDirectory,
     ) {
+        if self.core.listings.past_end(fh.0, offset) {
+            return reply.ok();
+        }
         let span = debug_span!("readdir", ino = ino.0, offset);
         let req = ReadDirRequest {
             ino: ino.0,
@@ -829,17 +862,21 @@ impl Filesystem for ElkFs {
             max_entries: READDIR_PAGE,
             plus: false,
         };
+        let core = self.core.clone();
         self.run(
             span,
             reply,
             |c| async move { c.master.readdir(req).await },
-            |mut r, page| {
-                for e in page.entries {
+            move |mut r, page| {
+                let mut added = None;
+                for e in &page.entries {
                     let kind = file_type(e.kind());
                     if r.add(INodeNo(e.ino), e.cookie, kind, OsStr::from_bytes(&e.name)) {
                         break;
                     }
+                    added = Some(e.cookie);
                 }
+                core.page_sent(fh, &page, added);
                 r.ok()
             },
         );
@@ -849,10 +886,13 @@ impl Filesystem for ElkFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
+        if self.core.listings.past_end(fh.0, offset) {
+            return reply.ok();
+        }
         let span = debug_span!("readdirplus", ino = ino.0, offset);
         let req = ReadDirRequest {
             ino: ino.0,
@@ -861,31 +901,34 @@ impl Filesystem for ElkFs {
             plus: true,
         };
         let ttl = self.core.opts.entry_timeout;
+        let core = self.core.clone();
         self.run(
             span,
             reply,
             |c| async move {
                 let page = c.master.readdir(req).await?;
-                let mut out = Vec::with_capacity(page.entries.len());
-                for e in page.entries {
-                    let attr = c.entry_attr(&e).await?;
-                    out.push((e, attr));
+                let mut attrs = Vec::with_capacity(page.entries.len());
+                for e in &page.entries {
+                    attrs.push(c.entry_attr(e).await?);
                 }
-                Ok(out)
+                Ok((page, attrs))
             },
-            move |mut r, entries| {
-                for (e, attr) in entries {
+            move |mut r, (page, attrs)| {
+                let mut added = None;
+                for (e, attr) in page.entries.iter().zip(&attrs) {
                     if r.add(
                         INodeNo(e.ino),
                         e.cookie,
                         OsStr::from_bytes(&e.name),
                         &ttl,
-                        &attr,
+                        attr,
                         Generation(0),
                     ) {
                         break;
                     }
+                    added = Some(e.cookie);
                 }
+                core.page_sent(fh, &page, added);
                 r.ok()
             },
         );

@@ -10,6 +10,7 @@ mod chunkservers;
 mod entry_cache;
 mod fs;
 mod handles;
+mod listings;
 mod locks;
 mod master_client;
 mod options;

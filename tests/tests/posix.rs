@@ -142,6 +142,58 @@ fn directories() {
     assert_errno(fs::metadata(&d), libc::ENOENT, "stat removed dir");
 }
 
+/// The names a directory stream gives from where it stands to its end.
+fn read_to_end(dir: *mut libc::DIR) -> Vec<String> {
+    let mut names = Vec::new();
+    loop {
+        // SAFETY: `dir` is an open stream; the entry is read before the next call.
+        let e = unsafe { libc::readdir(dir) };
+        if e.is_null() {
+            return names;
+        }
+        // SAFETY: readdir returned a valid entry with a NUL-terminated name.
+        let name = unsafe { std::ffi::CStr::from_ptr((*e).d_name.as_ptr()) };
+        names.push(name.to_string_lossy().into_owned());
+    }
+}
+
+#[test]
+fn a_listing_ends_and_starts_again_when_rewound() {
+    let c = cluster();
+    let m = c.mount();
+    let d = m.join("listed");
+    fs::create_dir(&d).expect("mkdir");
+    fs::write(d.join("a"), b"").expect("create a");
+    let path = cstr(&d);
+    // SAFETY: a valid C string; the stream is closed below.
+    let dir = unsafe { libc::opendir(path.as_ptr()) };
+    assert!(
+        !dir.is_null(),
+        "opendir: {}",
+        std::io::Error::last_os_error()
+    );
+    let mut first = read_to_end(dir);
+    first.sort();
+    assert_eq!(first, [".", "..", "a"]);
+    assert!(
+        read_to_end(dir).is_empty(),
+        "a listing at its end stays there"
+    );
+
+    fs::write(d.join("b"), b"").expect("create b");
+    // SAFETY: `dir` is open.
+    unsafe { libc::rewinddir(dir) };
+    let mut again = read_to_end(dir);
+    again.sort();
+    assert_eq!(
+        again,
+        [".", "..", "a", "b"],
+        "a rewound listing shows new names"
+    );
+    // SAFETY: `dir` is open and not used after this.
+    assert_eq!(unsafe { libc::closedir(dir) }, 0);
+}
+
 fn renameat2(from: &Path, to: &Path, flags: u32) -> std::io::Result<libc::c_int> {
     let (a, b) = (cstr(from), cstr(to));
     // SAFETY: valid C strings.
