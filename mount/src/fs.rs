@@ -22,9 +22,9 @@ use elkfs_proto::time::from_system;
 use elkfs_proto::{transport, FsError};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
-    ReplyWrite, Request, TimeOrNow, WriteFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
+    ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::future::Future;
@@ -106,6 +106,15 @@ fn kernel_time(t: SystemTime) -> Timespec {
             nsec: before.subsec_nanos(),
         },
         _ => from_system(t),
+    }
+}
+
+/// A handle that cannot write has nothing to flush at close: the kernel is told to skip
+/// that request, a round trip on every close of a file only read.
+fn open_flags(flags: OpenFlags) -> FopenFlags {
+    match flags.acc_mode() {
+        OpenAccMode::O_RDONLY => FopenFlags::FOPEN_NOFLUSH,
+        _ => FopenFlags::empty(),
     }
 }
 
@@ -714,7 +723,7 @@ impl Filesystem for ElkFs {
             span,
             reply,
             |c| async move { c.open(ino.0).await },
-            |r, fh| r.opened(FileHandle(fh), FopenFlags::empty()),
+            move |r, fh| r.opened(FileHandle(fh), open_flags(flags)),
         );
     }
 
