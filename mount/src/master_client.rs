@@ -363,6 +363,14 @@ impl Master {
                 name: name.clone()
             }
         )?;
+        if reply.attr.is_none() {
+            let at = Stamp {
+                stream,
+                version: reply.version,
+            };
+            self.cache().entry(at, parent, &name, None);
+            return Err(FsError::NotFound);
+        }
         let (a, at) = self.keep(stream, reply)?;
         self.cache().entry(at, parent, &name, Some(a.ino));
         Ok(a)

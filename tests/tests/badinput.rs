@@ -102,6 +102,16 @@ fn master_rejects_bad_requests() {
             .await,
             "lookup in a file",
         );
+        // An absent name is an answer, not an error: no attributes, the version it shows.
+        let absent = meta
+            .lookup(LookupRequest {
+                parent: ROOT_INO,
+                name: b"no-such-name".to_vec(),
+            })
+            .await
+            .expect("lookup of an absent name")
+            .into_inner();
+        assert!(absent.attr.is_none() && absent.version > 0, "{absent:?}");
         assert_clean_error(
             meta.readlink(InodeRequest { ino: ROOT_INO }).await,
             "readlink dir",

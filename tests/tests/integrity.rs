@@ -215,6 +215,17 @@ fn cached_names_and_attributes_follow_the_other_mount() {
     eventually("A to see B's new file", &|| a.join("d/y").exists());
     assert_eq!(fs::read(a.join("d/y")).expect("read on A"), b"from B");
 
+    // In a directory B made, A asks the master about an absent name and keeps the answer,
+    // until B creates the name.
+    fs::create_dir(b.join("e")).expect("mkdir on B");
+    eventually("A to see B's directory", &|| a.join("e").exists());
+    assert!(!a.join("e/n").exists(), "A is told the name is absent");
+    assert!(!a.join("e/n").exists(), "and answers so again");
+    fs::write(b.join("e/n"), b"n").expect("create on B");
+    eventually("A to see the name it was told is absent", &|| {
+        a.join("e/n").exists()
+    });
+
     fs::rename(b.join("d/y"), b.join("d/z")).expect("rename on B");
     eventually("A to see B's rename", &|| {
         !a.join("d/y").exists() && a.join("d/z").exists()

@@ -356,7 +356,7 @@ fn master_host_lost(sync: bool) -> (usize, usize) {
                     name: name.clone().into_bytes(),
                 })
                 .await
-                .is_ok();
+                .is_ok_and(|r| r.into_inner().attr.is_some());
             match known {
                 Known::Present if !exists => lost += 1,
                 Known::Absent if exists => lost += 1,

@@ -28,10 +28,18 @@ struct NewNode<'a> {
 const MAX_READDIR: usize = 4096;
 
 impl Master {
+    /// A name the directory does not hold is an answer too (no attributes, the version):
+    /// a mount keeps it until a notice says the name changed.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<AttrReply, FsError> {
         let inner = self.lock();
-        let a = inner.state.lookup(parent, name)?.attr();
-        Ok(versioned(&inner, a))
+        match inner.state.lookup(parent, name) {
+            Ok(node) => Ok(versioned(&inner, node.attr())),
+            Err(FsError::NotFound) if inner.state.dir(parent).is_ok() => Ok(AttrReply {
+                version: inner.state.version,
+                ..AttrReply::default()
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn getattr(&self, ino: u64) -> Result<AttrReply, FsError> {
