@@ -59,6 +59,8 @@ struct ChunkMeta {
     len: u64,
     generation: u64,
     edits: u64,
+    /// The file's directory entry is on disk (false for a new chunk until its first fsync).
+    entry_durable: bool,
 }
 
 fn held(id: u64, m: &Option<ChunkMeta>) -> Option<Held> {
@@ -256,6 +258,7 @@ impl Store {
                 len: e.len,
                 generation,
                 edits: 0,
+                entry_durable: true,
             };
             totals.add(Held {
                 id,
@@ -429,30 +432,22 @@ impl Store {
             }
             let disk = self.pick_disk(0)?;
             let path = self.path(id, version, disk);
-            let file = ChunkFile::create(&path, id, version).map_err(|e| match e {
+            ChunkFile::create(&path, id, version).map_err(|e| match e {
                 ChunkError::Io(io) if io.kind() == std::io::ErrorKind::AlreadyExists => {
                     FsError::Exists
                 }
                 e => chunk_error(id, e),
             })?;
-            // Durable before the answer: the header, then the new directory entry.
-            let durable = file
-                .sync_data()
-                .map_err(|e| chunk_error(id, e))
-                .and_then(|()| self.sync_dir(id, disk));
-            if let Err(e) = durable {
-                // Not held: leave no file behind that would block a retry with Exists.
-                if let Err(re) = std::fs::remove_file(&path) {
-                    tracing::warn!(file = %path.display(), error = %re, "cannot remove chunk file after a failed create");
-                }
-                return Err(e);
-            }
+            // Not synced here: a new chunk holds nothing acknowledged as durable until an
+            // fsync of its data, which syncs the directory entry too (`Store::sync`). Lost
+            // to a power cut before that, the copy is simply missing at the next scan.
             *held = Some(ChunkMeta {
                 version,
                 disk,
                 len: 0,
                 generation: self.new_generation(),
                 edits: 0,
+                entry_durable: false,
             });
             Ok(())
         })
@@ -487,7 +482,9 @@ impl Store {
         }
         // The rename happened: what is held is the new name even if its fsync fails.
         meta.version = new;
-        self.sync_dir(id, meta.disk)
+        self.sync_dir(id, meta.disk)?;
+        meta.entry_durable = true;
+        Ok(())
     }
 
     pub fn set_version(&self, id: u64, old: u32, new: u32) -> Result<(), FsError> {
@@ -602,8 +599,17 @@ impl Store {
     }
 
     /// fdatasync without the chunk lock: it orders nothing, and reads need not wait for it.
+    /// A chunk created since it was last synced also gets its directory entry synced.
     pub fn sync(&self, w: &Writer) -> Result<(), FsError> {
-        w.file.sync_data().map_err(|e| chunk_error(w.id, e))
+        w.file.sync_data().map_err(|e| chunk_error(w.id, e))?;
+        self.with_chunk(w.id, |held| match held {
+            Some(m) if !m.entry_durable && m.generation == w.generation => {
+                self.sync_dir(w.id, m.disk)?;
+                m.entry_durable = true;
+                Ok(())
+            }
+            _ => Ok(()),
+        })
     }
 
     /// Remembers, across restarts, that the copy of `id` at `version` is damaged.

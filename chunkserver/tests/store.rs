@@ -343,6 +343,28 @@ fn delete_with_a_version_deletes_only_that_version() {
     assert!(!chunk_path(dir.path(), id, 7).exists());
 }
 
+/// A create is not synced; the first fsync of the chunk's data syncs its directory entry
+/// too (its path must be right, or the sync fails), and later ones only the data.
+#[test]
+fn the_first_sync_of_a_new_chunk_syncs_its_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&[dir.path().to_owned()], 0).unwrap();
+    store.create(0x1A2, 1).unwrap();
+    let w = store.writer(0x1A2, 1).unwrap();
+    store.write(&w, 0, &pattern(10_000, 4)).unwrap();
+    store.sync(&w).unwrap();
+    store.write(&w, 10_000, &pattern(100, 5)).unwrap();
+    store.sync(&w).unwrap();
+    let mut want = pattern(10_000, 4);
+    want.extend(pattern(100, 5));
+    assert_eq!(store.read(0x1A2, 1, 0, 1 << 20).unwrap(), want);
+    // A writer of a chunk since deleted and made again syncs its own file only.
+    store.delete(0x1A2, 1).unwrap();
+    store.create(0x1A2, 1).unwrap();
+    store.sync(&w).unwrap();
+    assert!(chunk_path(dir.path(), 0x1A2, 1).exists());
+}
+
 #[test]
 fn orders_survive_an_unclean_restart() {
     // No shutdown: the restart rebuilds from the files, so what the orders answered must

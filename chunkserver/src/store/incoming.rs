@@ -153,6 +153,7 @@ impl Store {
                 len: inc.len,
                 generation: self.new_generation(),
                 edits: 0,
+                entry_durable: true,
             });
             Ok(())
         })
