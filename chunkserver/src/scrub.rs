@@ -6,6 +6,7 @@
 use crate::master_link::{note_damage, DamageSender};
 use crate::service::{blocking, hex};
 use crate::store::Store;
+use elkfs_proto::limits::BLOCK_SIZE;
 use elkfs_proto::FsError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +15,10 @@ use tracing::Instrument;
 
 /// Bytes read per step; the rate is enforced between steps.
 const STEP: u64 = 1 << 20;
+/// What each chunk counts against the rate at least: opening and checking a small chunk
+/// costs about as much as reading a block, and a pass over many small chunks must not run
+/// flat out on the chunkserver's CPU.
+const MIN_CHARGE: u64 = BLOCK_SIZE;
 
 pub struct Scrubber {
     pub store: Arc<Store>,
@@ -29,6 +34,8 @@ struct Pass {
     chunks: u64,
     bytes: u64,
     damaged: u64,
+    /// What the pass counts against the rate: `bytes`, with small chunks rounded up.
+    charged: u64,
 }
 
 impl Scrubber {
@@ -107,8 +114,11 @@ impl Scrubber {
             let (data, _) = blocking(move || store.read_piece(&r, offset, STEP)).await?;
             offset += data.len() as u64;
             pass.bytes += data.len() as u64;
-            tokio::time::sleep(pace(pass.bytes, self.bytes_per_sec, started.elapsed())).await;
+            pass.charged += data.len() as u64;
+            tokio::time::sleep(pace(pass.charged, self.bytes_per_sec, started.elapsed())).await;
         }
+        pass.charged += MIN_CHARGE.saturating_sub(reader.length());
+        tokio::time::sleep(pace(pass.charged, self.bytes_per_sec, started.elapsed())).await;
         let r = reader.clone();
         blocking(move || {
             r.drop_cache();
