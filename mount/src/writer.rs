@@ -14,6 +14,7 @@ use elkfs_proto::chunk::{WriteAck, WriteData, WriteMessage, WriteStart, WriteSyn
 use elkfs_proto::limits::{CHUNK_SIZE, MAX_FILE_SIZE};
 use elkfs_proto::meta::{Location, Timespec, WriteEndRequest};
 use elkfs_proto::FsError;
+use futures::stream::{self, StreamExt};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,8 @@ const STREAM_IDLE: Duration = Duration::from_secs(5);
 const BUFFER_LINGER: Duration = Duration::from_secs(1);
 /// A busy stream re-joins its lease this often (the master drops untouched leases).
 const LEASE_REFRESH: Duration = Duration::from_secs(30);
+/// Chunks synced at once by an fsync that has to sync a whole file.
+const SYNC_ALL_PARALLEL: usize = 8;
 
 /// Shared by every file's writer.
 pub struct WriteCtx {
@@ -425,7 +428,12 @@ impl FileWriter {
         for (_, ended) in st.finishing.drain() {
             let _ = ended.await;
         }
-        if sync {
+        if sync && self.generation() == 0 {
+            if let Err(e) = self.sync_every_chunk().await {
+                warn!(ino = self.ino, "fsync of the file's chunks failed: {e}");
+                self.record_error(e);
+            }
+        } else if sync {
             let unsynced: Vec<_> = lock(&self.unsynced).drain().collect();
             for (index, target) in unsynced {
                 let synced = match current(&self.ctx, self.ino, index, target.clone()).await {
@@ -453,6 +461,32 @@ impl FileWriter {
             Some(rx) => rx.await.is_ok(),
             None => false,
         })
+    }
+
+    /// Nothing was written here while this writer lived, so it cannot tell what is unsynced
+    /// (written through a handle closed since, or by another mount): every chunk of the
+    /// file is synced, [`SYNC_ALL_PARALLEL`] at a time.
+    async fn sync_every_chunk(&self) -> Result<(), FsError> {
+        let size = self.ctx.master.getattr(self.ino).await?.size;
+        let sync = |index| async move {
+            let r = self.ctx.master.read_chunk(self.ino, index).await?;
+            if r.chunk_id == 0 {
+                return Ok(());
+            }
+            let t = Target {
+                chunk_id: r.chunk_id,
+                version: r.version,
+                chain: r.locations,
+                recheck: false,
+            };
+            sync_chunk(&self.ctx, self.ino, index, t).await
+        };
+        let results: Vec<Result<(), FsError>> = stream::iter(0..size.div_ceil(CHUNK_SIZE))
+            .map(sync)
+            .buffer_unordered(SYNC_ALL_PARALLEL)
+            .collect()
+            .await;
+        results.into_iter().collect()
     }
 }
 

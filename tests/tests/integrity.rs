@@ -144,6 +144,35 @@ fn random_overwrites_and_holes() {
     verify(&m.join("churn"), &model, "after restarting every daemon");
 }
 
+/// An fsync through a handle that wrote nothing (the writes came through one closed since,
+/// as `sync FILE` does it, or from another mount) syncs every chunk of the file: holes
+/// are skipped, and the file is intact afterwards.
+#[test]
+fn fsync_through_a_later_handle() {
+    let c = Cluster::start(Opts::default());
+    let a = c.mount();
+    let b = c.mount();
+    let mut rng = Rng::new("later-fsync");
+    let head = rng.bytes(MIB as usize);
+    let tail = rng.bytes(1000);
+    let path = a.join("written-then-closed");
+    {
+        let f = File::create(&path).expect("create");
+        f.write_all_at(&head, 0).expect("write chunk 0");
+        f.write_all_at(&tail, 2 * CHUNK + 5).expect("write chunk 2");
+    }
+    File::open(&path)
+        .and_then(|f| f.sync_all())
+        .expect("fsync through a read-only handle");
+    File::open(b.join("written-then-closed"))
+        .and_then(|f| f.sync_data())
+        .expect("fdatasync on another mount");
+    let mut want = head;
+    want.resize((2 * CHUNK + 5) as usize, 0);
+    want.extend_from_slice(&tail);
+    verify(&path, &want, "after the fsyncs");
+}
+
 #[test]
 fn two_mounts_close_to_open() {
     let c = Cluster::start(Opts::default());
