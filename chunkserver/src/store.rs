@@ -432,12 +432,19 @@ impl Store {
             }
             let disk = self.pick_disk(0)?;
             let path = self.path(id, version, disk);
-            ChunkFile::create(&path, id, version).map_err(|e| match e {
-                ChunkError::Io(io) if io.kind() == std::io::ErrorKind::AlreadyExists => {
-                    FsError::Exists
+            match ChunkFile::create(&path, id, version) {
+                Ok(_) => {}
+                Err(ChunkError::Io(io)) if io.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(FsError::Exists)
                 }
-                e => chunk_error(id, e),
-            })?;
+                Err(e) => {
+                    // Not held: leave no half-made file that would block a retry with Exists.
+                    if let Err(re) = std::fs::remove_file(&path) {
+                        tracing::warn!(file = %path.display(), error = %re, "cannot remove chunk file after a failed create");
+                    }
+                    return Err(chunk_error(id, e));
+                }
+            }
             // Not synced here: a new chunk holds nothing acknowledged as durable until an
             // fsync of its data, which syncs the directory entry too (`Store::sync`). Lost
             // to a power cut before that, the copy is simply missing at the next scan.
