@@ -259,14 +259,11 @@ impl Core {
         self.master.release(ino);
     }
 
-    /// A listing page went to the kernel up to the entry with cookie `added`: if that was
-    /// all of the master's last page, the listing behind `fh` is known to end there.
-    fn page_sent(&self, fh: FileHandle, page: &ReadDirReply, added: Option<u64>) {
-        match (added, page.entries.last()) {
-            (Some(end), Some(last)) if page.eof && end == last.cookie => {
-                self.listings.ended_after(fh.0, end)
-            }
-            _ => {}
+    /// A listing page went to the kernel (`whole`: every entry fit): if it was the
+    /// master's last page, the listing behind `fh` is known to end after it.
+    fn page_sent(&self, fh: FileHandle, page: &ReadDirReply, whole: bool) {
+        if let Some(last) = page.entries.last().filter(|_| page.eof && whole) {
+            self.listings.ended_after(fh.0, last.cookie);
         }
     }
 
@@ -877,15 +874,11 @@ impl Filesystem for ElkFs {
             reply,
             |c| async move { c.master.readdir(req).await },
             move |mut r, page| {
-                let mut added = None;
-                for e in &page.entries {
+                let whole = page.entries.iter().all(|e| {
                     let kind = file_type(e.kind());
-                    if r.add(INodeNo(e.ino), e.cookie, kind, OsStr::from_bytes(&e.name)) {
-                        break;
-                    }
-                    added = Some(e.cookie);
-                }
-                core.page_sent(fh, &page, added);
+                    !r.add(INodeNo(e.ino), e.cookie, kind, OsStr::from_bytes(&e.name))
+                });
+                core.page_sent(fh, &page, whole);
                 r.ok()
             },
         );
@@ -923,21 +916,17 @@ impl Filesystem for ElkFs {
                 Ok((page, attrs))
             },
             move |mut r, (page, attrs)| {
-                let mut added = None;
-                for (e, attr) in page.entries.iter().zip(&attrs) {
-                    if r.add(
+                let whole = page.entries.iter().zip(&attrs).all(|(e, attr)| {
+                    !r.add(
                         INodeNo(e.ino),
                         e.cookie,
                         OsStr::from_bytes(&e.name),
                         &ttl,
                         attr,
                         Generation(0),
-                    ) {
-                        break;
-                    }
-                    added = Some(e.cookie);
-                }
-                core.page_sent(fh, &page, added);
+                    )
+                });
+                core.page_sent(fh, &page, whole);
                 r.ok()
             },
         );
