@@ -27,6 +27,10 @@ const IMAGE_PIECE: usize = 1 << 20;
 const BATCH: usize = 1024;
 /// Live records buffered per follower; a follower further behind re-reads the files.
 const LIVE_CAPACITY: usize = 1 << 14;
+/// With no request waiting for metaloggers, a live record waits this long for others to
+/// share its message: one message per record cost the master more CPU than the request
+/// that made it, and the metalogger syncs at most every 10 ms anyway.
+const GATHER: Duration = Duration::from_millis(5);
 
 /// A committed record as the changelog got it.
 #[derive(Clone)]
@@ -196,6 +200,13 @@ pub async fn follow(
             }
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
         };
+        if !awaited {
+            tokio::select! {
+                _ = tokio::time::sleep(GATHER) => {}
+                _ = sink.closed() => return Ok(()),
+                _ = closing.wait_for(|c| *c) => return Ok(()),
+            }
+        }
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match live.try_recv() {
