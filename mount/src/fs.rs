@@ -7,6 +7,7 @@ use crate::attr::{file_type, kind_from_mode, to_file_attr};
 use crate::chunkservers::ChunkServers;
 use crate::entry_cache::Lookup;
 use crate::handles::{Handles, OpenFile};
+use crate::kernel::KernelCache;
 use crate::listings::Listings;
 use crate::master_client::Master;
 use crate::options::MountOptions;
@@ -114,8 +115,15 @@ fn kernel_time(t: SystemTime) -> Timespec {
 fn open_flags(flags: OpenFlags) -> FopenFlags {
     match flags.acc_mode() {
         OpenAccMode::O_RDONLY => FopenFlags::FOPEN_NOFLUSH,
+        // Appends go where the mount knows the end is (`Core::end`), not where the
+        // kernel's cached size says; its page cache must then not hold them elsewhere.
+        _ if appends(flags) => FopenFlags::FOPEN_DIRECT_IO,
         _ => FopenFlags::empty(),
     }
+}
+
+fn appends(flags: OpenFlags) -> bool {
+    flags.0 & libc::O_APPEND != 0
 }
 
 fn time_of(t: Option<TimeOrNow>) -> (Option<Timespec>, bool) {
@@ -131,6 +139,7 @@ struct Core {
     reader: Arc<Reader>,
     handles: Handles,
     listings: Listings,
+    kernel: KernelCache,
     opts: MountOptions,
 }
 
@@ -159,9 +168,23 @@ impl Core {
     }
 
     async fn open(&self, ino: u64) -> Result<u64, FsError> {
-        self.master.open(ino).await?;
-        // Close-to-open: the handle starts with no cached locations (`Reader::opened`).
+        let known = self.master.cached_attr(ino);
+        let now = self.master.open(ino).await?;
+        // Close-to-open: the kernel keeps attributes for attr_timeout, and a change made
+        // through another mount did not pass it (it drops pages by itself at open).
+        let stamp = |a: &Attr| (a.size, a.mtime, a.ctime);
+        if known.is_none_or(|k| stamp(&k) != stamp(&now)) {
+            self.kernel.forget_attrs(ino);
+        }
+        // And the handle starts with no cached locations (`Reader::opened`).
         Ok(self.handles.open(ino))
+    }
+
+    /// Where an append goes: the file's end as the master last said it, or past it as far
+    /// as this mount's unflushed writes reach. The kernel would use its own cached size,
+    /// which misses a change made through another mount within attr_timeout.
+    async fn end(&self, ino: u64, writer: &FileWriter) -> Result<u64, FsError> {
+        Ok(self.master.getattr(ino).await?.size.max(writer.local_size()))
     }
 
     async fn create(
@@ -302,9 +325,16 @@ impl ElkFs {
                 reader,
                 handles,
                 listings: Listings::default(),
+                kernel: KernelCache::default(),
                 opts,
             }),
         }
+    }
+
+    /// Where to tell the kernel of changes it did not see; attached to the FUSE session
+    /// once that exists.
+    pub fn kernel_cache(&self) -> KernelCache {
+        self.core.kernel.clone()
     }
 
     /// Runs metadata `work` and answers with `ok` or the error's errno.
@@ -756,7 +786,7 @@ impl Filesystem for ElkFs {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
@@ -767,10 +797,19 @@ impl Filesystem for ElkFs {
         };
         let data = Bytes::copy_from_slice(data);
         let n = data.len() as u32;
+        // The kernel holds the inode's lock until this is answered: no other write to the
+        // file from this mount comes between finding the end and writing there.
         self.run_data(
             span,
             reply,
-            |_| async move { file.writer.write(offset, data).await },
+            move |c| async move {
+                let offset = if appends(flags) {
+                    c.end(file.ino, &file.writer).await?
+                } else {
+                    offset
+                };
+                file.writer.write(offset, data).await
+            },
             move |r, ()| r.written(n),
         );
     }

@@ -10,6 +10,7 @@ mod chunkservers;
 mod entry_cache;
 mod fs;
 mod handles;
+mod kernel;
 mod listings;
 mod locks;
 mod master_client;
@@ -140,8 +141,10 @@ fn main() -> anyhow::Result<()> {
         meta_rt.spawn(watch::follow(master.clone()));
     }
     let filesystem = fs::ElkFs::new(rt.handle().clone(), master, opts);
+    let kernel = filesystem.kernel_cache();
     let mut session = Session::new(filesystem, &mountpoint, &config)
         .with_context(|| format!("mounting {}", mountpoint.display()))?;
+    kernel.attach(session.notifier());
     info!(
         "mounted {} from {}",
         mountpoint.display(),

@@ -29,11 +29,14 @@ fn write_in_pieces(path: &Path, data: &[u8], rng: &mut Rng) {
     f.sync_all().expect("fsync");
 }
 
+/// The file's size as its open handle reports it, then its bytes, are `want`.
 fn verify(path: &Path, want: &[u8], when: &str) {
     let mut got = Vec::with_capacity(want.len());
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut got))
-        .unwrap_or_else(|e| panic!("{when}: reading {}: {e}", path.display()));
+    let len = File::open(path)
+        .and_then(|mut f| Ok((f.metadata()?.len(), f.read_to_end(&mut got)?)))
+        .unwrap_or_else(|e| panic!("{when}: reading {}: {e}", path.display()))
+        .0;
+    assert_eq!(len, want.len() as u64, "{when}: size of {}", path.display());
     assert_same_bytes(&got, want, &format!("{when}: {}", path.display()));
 }
 
@@ -194,17 +197,43 @@ fn two_mounts_close_to_open() {
         .expect("overwrite on A");
     verify(&b.join("shared"), &second, "B after A overwrote");
 
-    // Growth: B caches attributes for attr_timeout (1 s by default), so look after that.
+    // Changes on one mount right after the other wrote the file and looked at it: that
+    // one's kernel then holds the size for attr_timeout (1 s), and its next open must
+    // neither read nor append by that old size.
+    let wrote_and_looked = |path: &Path, data: &[u8]| {
+        fs::write(path, data).expect("write");
+        fs::metadata(path).expect("stat");
+    };
+    let mut want = rng.bytes(MIB as usize);
+    wrote_and_looked(&b.join("shared"), &want);
     let more = rng.bytes(MIB as usize);
+    OpenOptions::new()
+        .write(true)
+        .open(a.join("shared"))
+        .and_then(|f| f.write_all_at(&more, MIB))
+        .expect("write past the end on A");
+    want.extend_from_slice(&more);
+    verify(&b.join("shared"), &want, "B after A grew the file");
+
+    wrote_and_looked(&a.join("shared"), &want);
+    want.truncate((MIB / 2) as usize);
+    fs::write(b.join("shared"), &want).expect("shorter rewrite on B");
     OpenOptions::new()
         .append(true)
         .open(a.join("shared"))
         .and_then(|mut f| f.write_all(&more))
         .expect("append on A");
-    std::thread::sleep(Duration::from_millis(1100));
-    let mut want = second;
     want.extend_from_slice(&more);
     verify(&b.join("shared"), &want, "B after A appended");
+
+    wrote_and_looked(&a.join("shared"), &want);
+    OpenOptions::new()
+        .write(true)
+        .open(b.join("shared"))
+        .and_then(|f| f.set_len(MIB / 3))
+        .expect("truncate on B");
+    want.truncate((MIB / 3) as usize);
+    verify(&a.join("shared"), &want, "A after B truncated");
 
     // And back: B's changes are visible on A.
     fs::write(b.join("from-b"), b"written on B").expect("write on B");
