@@ -184,7 +184,10 @@ impl Core {
     /// as this mount's unflushed writes reach. The kernel would use its own cached size,
     /// which misses a change made through another mount within attr_timeout.
     async fn end(&self, ino: u64, writer: &FileWriter) -> Result<u64, FsError> {
-        Ok(self.master.getattr(ino).await?.size.max(writer.local_size()))
+        // The unflushed end first: a flush ending meanwhile puts its size in the cache
+        // before it forgets its own.
+        let unflushed = writer.local_size();
+        Ok(self.master.getattr(ino).await?.size.max(unflushed))
     }
 
     async fn create(
