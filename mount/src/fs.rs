@@ -122,6 +122,16 @@ fn open_flags(flags: OpenFlags) -> FopenFlags {
     }
 }
 
+/// For a request naming an inode rather than a name: an inode that is gone (another mount
+/// removed it while this kernel still held a name for it) is a stale handle, and ESTALE
+/// makes the kernel look the name up again and retry a path-based call once.
+fn by_inode(e: FsError) -> FsError {
+    match e {
+        FsError::NotFound => FsError::Gone,
+        e => e,
+    }
+}
+
 fn appends(flags: OpenFlags) -> bool {
     flags.0 & libc::O_APPEND != 0
 }
@@ -169,7 +179,14 @@ impl Core {
 
     async fn open(&self, ino: u64) -> Result<u64, FsError> {
         let known = self.master.cached_attr(ino);
-        let now = self.master.open(ino).await?;
+        let now = self.master.open(ino).await.map_err(by_inode)?;
+        // Unlinked, and open nowhere on this mount: the kernel reached it by a name it
+        // cached before another mount removed or replaced it (the node lives on while some
+        // session still holds it). A reopen of a deleted file this mount holds is fine.
+        if now.nlink == 0 && self.handles.writer(ino).is_none() {
+            self.master.release(ino);
+            return Err(FsError::Gone);
+        }
         // Close-to-open: the kernel keeps attributes for attr_timeout, and a change made
         // through another mount did not pass it (it drops pages by itself at open).
         let stamp = |a: &Attr| (a.size, a.mtime, a.ctime);
@@ -523,7 +540,10 @@ impl Filesystem for ElkFs {
         self.run(
             span,
             reply,
-            |c| async move { c.master.getattr(ino.0).await.map(|a| c.attr(&a)) },
+            |c| async move {
+                let a = c.master.getattr(ino.0).await.map_err(by_inode)?;
+                Ok(c.attr(&a))
+            },
             move |r, a| r.attr(&ttl, &a),
         );
     }
@@ -565,7 +585,7 @@ impl Filesystem for ElkFs {
         self.run(
             span,
             reply,
-            |c| async move { c.setattr(req).await },
+            |c| async move { c.setattr(req).await.map_err(by_inode) },
             move |r, a| r.attr(&ttl, &a),
         );
     }

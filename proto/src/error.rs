@@ -9,6 +9,9 @@ const KIND_KEY: &str = "elkfs-error";
 pub enum FsError {
     #[error("no such file or directory")]
     NotFound,
+    /// An inode a request names (not a name) no longer exists: the caller's handle is stale.
+    #[error("stale file handle")]
+    Gone,
     #[error("file exists")]
     Exists,
     #[error("directory not empty")]
@@ -51,6 +54,7 @@ impl FsError {
     pub fn errno(&self) -> i32 {
         match self {
             FsError::NotFound => libc::ENOENT,
+            FsError::Gone => libc::ESTALE,
             FsError::Exists => libc::EEXIST,
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::IsDir => libc::EISDIR,
@@ -80,6 +84,7 @@ impl FsError {
     fn kind(&self) -> &'static str {
         match self {
             FsError::NotFound => "not-found",
+            FsError::Gone => "gone",
             FsError::Exists => "exists",
             FsError::NotEmpty => "not-empty",
             FsError::IsDir => "is-dir",
@@ -113,6 +118,7 @@ impl FsError {
     fn from_kind(kind: &str, detail: String) -> Option<FsError> {
         Some(match kind {
             "not-found" => FsError::NotFound,
+            "gone" => FsError::Gone,
             "exists" => FsError::Exists,
             "not-empty" => FsError::NotEmpty,
             "is-dir" => FsError::IsDir,
@@ -135,7 +141,7 @@ impl FsError {
 
     fn code(&self) -> Code {
         match self {
-            FsError::NotFound => Code::NotFound,
+            FsError::NotFound | FsError::Gone => Code::NotFound,
             FsError::Exists => Code::AlreadyExists,
             FsError::Access | FsError::Perm => Code::PermissionDenied,
             FsError::NoSpace => Code::ResourceExhausted,
@@ -213,6 +219,7 @@ mod tests {
     fn every_kind_survives_a_status_round_trip() {
         let all = [
             FsError::NotFound,
+            FsError::Gone,
             FsError::Exists,
             FsError::NotEmpty,
             FsError::IsDir,
