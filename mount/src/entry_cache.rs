@@ -62,20 +62,33 @@ pub struct EntryCache {
 }
 
 /// Keep `value` at `version` unless the slot holds something newer. A notice (`None`) of
-/// the version a reply showed is the reply's own change: the reply stands.
+/// the version a reply showed is the reply's own change: the reply stands. Returns
+/// whether the slot took it.
 fn set<K: std::hash::Hash + Eq, T>(
     map: &mut HashMap<K, Slot<T>>,
     key: K,
     version: u64,
     value: Option<T>,
-) {
+) -> bool {
     match map.get_mut(&key) {
-        Some(s) if s.version > version || (s.version == version && value.is_none()) => {}
-        Some(s) => *s = Slot { version, value },
+        Some(s) if s.version > version || (s.version == version && value.is_none()) => false,
+        Some(s) => {
+            *s = Slot { version, value };
+            true
+        }
         None => {
             map.insert(key, Slot { version, value });
+            true
         }
     }
+}
+
+/// A name a notice says changed, and the change's version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NameChange {
+    pub dir: u64,
+    pub name: Vec<u8>,
+    pub version: u64,
 }
 
 impl EntryCache {
@@ -146,8 +159,17 @@ impl EntryCache {
         }
     }
 
-    /// A message of the notice stream.
-    pub fn notices(&mut self, n: &Notices, now: Instant) {
+    /// Whether a reply to this mount showed `name` in `dir` as of `version` or later: the
+    /// kernel was told then.
+    pub fn answered(&self, dir: u64, name: &[u8], version: u64) -> bool {
+        self.names
+            .get(&(dir, name.to_vec()))
+            .is_some_and(|s| s.version >= version && s.value.is_some())
+    }
+
+    /// A message of the notice stream. Returns the names it told of that no reply here
+    /// had shown yet.
+    pub fn notices(&mut self, n: &Notices, now: Instant) -> Vec<NameChange> {
         if self.heard.is_none() {
             // The first message of a new stream: what came before it is unknown.
             self.streams += 1;
@@ -158,18 +180,22 @@ impl EntryCache {
         if n.reset {
             self.forget(self.latest);
         }
+        let mut news = Vec::new();
         for notice in &n.notices {
             if notice.dir != 0 {
-                set(
-                    &mut self.names,
-                    (notice.dir, notice.name.clone()),
-                    notice.version,
-                    None,
-                );
+                let key = (notice.dir, notice.name.clone());
+                if set(&mut self.names, key, notice.version, None) {
+                    news.push(NameChange {
+                        dir: notice.dir,
+                        name: notice.name.clone(),
+                        version: notice.version,
+                    });
+                }
             } else {
                 set(&mut self.attrs, notice.ino, notice.version, None);
             }
         }
+        news
     }
 
     /// The notice stream broke: nothing is trusted until a new one starts.
@@ -265,6 +291,31 @@ mod tests {
         assert_eq!(c.lookup(1, b"a", now), Lookup::Found(attr(2, 9)));
         c.notices(&msg(13, vec![entry_notice(13, 1, b"a")]), now);
         assert_eq!(c.lookup(1, b"a", now), Lookup::Unknown);
+    }
+
+    #[test]
+    fn notices_report_the_names_no_reply_showed() {
+        let (mut c, now) = started(10);
+        c.entry(at(&c, 11), 1, b"mine", Some(2));
+        let news = c.notices(
+            &msg(
+                12,
+                vec![entry_notice(11, 1, b"mine"), entry_notice(12, 1, b"theirs")],
+            ),
+            now,
+        );
+        let change = NameChange {
+            dir: 1,
+            name: b"theirs".to_vec(),
+            version: 12,
+        };
+        assert_eq!(news, vec![change]);
+        assert!(c.answered(1, b"mine", 11));
+        assert!(!c.answered(1, b"theirs", 12));
+        // A reply that comes after its own change's notice still answers for it.
+        c.entry(at(&c, 12), 1, b"theirs", None);
+        assert!(c.answered(1, b"theirs", 12));
+        assert!(!c.answered(1, b"theirs", 13));
     }
 
     #[test]

@@ -329,7 +329,8 @@ pub struct ElkFs {
 }
 
 impl ElkFs {
-    pub fn new(rt: Handle, master: Arc<Master>, opts: MountOptions) -> ElkFs {
+    /// `kernel`: where to tell the kernel of changes it did not see.
+    pub fn new(rt: Handle, master: Arc<Master>, opts: MountOptions, kernel: KernelCache) -> ElkFs {
         let meta_rt = transport::rpc_runtime().unwrap_or_else(|e| {
             warn!("metadata requests share the I/O threads: {e}");
             rt.clone()
@@ -345,16 +346,10 @@ impl ElkFs {
                 reader,
                 handles,
                 listings: Listings::default(),
-                kernel: KernelCache::default(),
+                kernel,
                 opts,
             }),
         }
-    }
-
-    /// Where to tell the kernel of changes it did not see; attached to the FUSE session
-    /// once that exists.
-    pub fn kernel_cache(&self) -> KernelCache {
-        self.core.kernel.clone()
     }
 
     /// Runs metadata `work` and answers with `ok` or the error's errno.

@@ -132,19 +132,19 @@ fn main() -> anyhow::Result<()> {
     config.clone_fd = true;
 
     let master = Arc::new(master);
+    let kernel = kernel::KernelCache::default();
     rt.spawn(master.clone().keepalive());
     // Beside the master connection, so sending a batch or taking a notice wakes no other
     // thread.
     let meta_rt = elkfs_proto::transport::rpc_runtime().unwrap_or_else(|_| rt.handle().clone());
     meta_rt.spawn(master.clone().send_releases());
     if opts.entry_cache {
-        meta_rt.spawn(watch::follow(master.clone()));
+        meta_rt.spawn(watch::follow(master.clone(), kernel.clone()));
     }
-    let filesystem = fs::ElkFs::new(rt.handle().clone(), master, opts);
-    let kernel = filesystem.kernel_cache();
+    let filesystem = fs::ElkFs::new(rt.handle().clone(), master.clone(), opts, kernel.clone());
     let mut session = Session::new(filesystem, &mountpoint, &config)
         .with_context(|| format!("mounting {}", mountpoint.display()))?;
-    kernel.attach(session.notifier());
+    kernel.attach(session.notifier(), master);
     info!(
         "mounted {} from {}",
         mountpoint.display(),

@@ -1,8 +1,10 @@
 //! Follows the master's notice stream (`Meta.Watch`) into the
-//! [`EntryCache`](crate::entry_cache::EntryCache), for as long as
+//! [`EntryCache`](crate::entry_cache::EntryCache), and the names it changes into the
+//! kernel's ([`KernelCache`]), for as long as
 //! the mount runs: after a break (master restart, failover, network) the cache is
 //! forgotten and the stream started again on whichever master is active.
 
+use crate::kernel::KernelCache;
 use crate::master_client::Master;
 use elkfs_proto::meta::WatchRequest;
 use std::sync::Arc;
@@ -12,14 +14,17 @@ use tracing::debug;
 /// Pause before asking for a new stream after one broke.
 const RETRY: Duration = Duration::from_millis(200);
 
-pub async fn follow(master: Arc<Master>) {
+pub async fn follow(master: Arc<Master>, kernel: KernelCache) {
     loop {
         match master.client().watch(WatchRequest {}).await {
             Ok(stream) => {
                 let mut stream = stream.into_inner();
                 loop {
                     match stream.message().await {
-                        Ok(Some(n)) => master.cache().notices(&n, Instant::now()),
+                        Ok(Some(n)) => {
+                            let news = master.cache().notices(&n, Instant::now());
+                            kernel.forget_names(news);
+                        }
                         Ok(None) => break,
                         Err(s) => {
                             debug!("notice stream broke: {}", s.message());

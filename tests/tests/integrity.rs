@@ -247,16 +247,37 @@ fn two_mounts_close_to_open() {
         assert_eq!(fs::read(b.join("doc")).expect("read on B"), old.as_bytes());
         fs::write(a.join("doc.tmp"), &new).expect("write on A");
         fs::rename(a.join("doc.tmp"), a.join("doc")).expect("rename on A");
-        c.wait_for("B to open the new doc", Duration::from_secs(3), || {
-            match fs::read(b.join("doc")) {
+        c.wait_for(
+            "B to open the new doc",
+            Duration::from_secs(3),
+            || match fs::read(b.join("doc")) {
                 Ok(got) => {
-                    assert_ne!(got, old.as_bytes(), "round {round}: B read the replaced file");
+                    assert_ne!(
+                        got,
+                        old.as_bytes(),
+                        "round {round}: B read the replaced file"
+                    );
                     got == new.as_bytes()
                 }
                 Err(_) => false,
-            }
-        });
+            },
+        );
     }
+
+    // A name removed on A while its node lives on under another name: B's kernel must
+    // let the name go, or B's next create by that name would write into A's file.
+    fs::write(a.join("kept"), b"kept").expect("write on A");
+    fs::hard_link(a.join("kept"), a.join("alias")).expect("link on A");
+    assert_eq!(fs::read(b.join("alias")).expect("read on B"), b"kept");
+    fs::remove_file(a.join("alias")).expect("unlink on A");
+    c.wait_for(
+        "B to let the removed name go",
+        Duration::from_secs(3),
+        || !b.join("alias").exists(),
+    );
+    fs::write(b.join("alias"), b"new").expect("create on B");
+    assert_eq!(fs::read(a.join("kept")).expect("read on A"), b"kept");
+    assert_eq!(fs::read(a.join("alias")).expect("read on A"), b"new");
 
     // And back: B's changes are visible on A.
     fs::write(b.join("from-b"), b"written on B").expect("write on B");
@@ -265,11 +286,9 @@ fn two_mounts_close_to_open() {
         b"written on B"
     );
     fs::remove_file(b.join("from-b")).expect("unlink on B");
-    std::thread::sleep(Duration::from_millis(1100));
-    assert!(
-        !a.join("from-b").exists(),
-        "unlink on B visible on A after the entry timeout"
-    );
+    c.wait_for("A to see B's unlink", Duration::from_secs(3), || {
+        !a.join("from-b").exists()
+    });
 }
 
 /// The mounts' entry caches (answers from the master's replies, kept true by its notices)
