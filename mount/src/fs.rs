@@ -1080,7 +1080,7 @@ impl Filesystem for ElkFs {
                     &attr,
                     Generation(0),
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    open_flags(OpenFlags(flags)),
                 )
             },
         );
