@@ -83,11 +83,17 @@ fn set<K: std::hash::Hash + Eq, T>(
     }
 }
 
-/// A name a notice says changed, and the change's version.
+/// What a notice says changed: a name, or a node's attributes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NameChange {
-    pub dir: u64,
-    pub name: Vec<u8>,
+pub enum Changed {
+    Name { dir: u64, name: Vec<u8> },
+    Attrs { ino: u64 },
+}
+
+/// A change a notice told of, and its version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub what: Changed,
     pub version: u64,
 }
 
@@ -159,17 +165,25 @@ impl EntryCache {
         }
     }
 
-    /// Whether a reply to this mount showed `name` in `dir` as of `version` or later: the
-    /// kernel was told then.
-    pub fn answered(&self, dir: u64, name: &[u8], version: u64) -> bool {
-        self.names
-            .get(&(dir, name.to_vec()))
-            .is_some_and(|s| s.version >= version && s.value.is_some())
+    /// Whether a reply to this mount showed what `c` changed, as of its version or later:
+    /// the kernel was told then.
+    pub fn answered(&self, c: &Change) -> bool {
+        let shown = |version: u64, value_known: bool| version >= c.version && value_known;
+        match &c.what {
+            Changed::Name { dir, name } => self
+                .names
+                .get(&(*dir, name.clone()))
+                .is_some_and(|s| shown(s.version, s.value.is_some())),
+            Changed::Attrs { ino } => self
+                .attrs
+                .get(ino)
+                .is_some_and(|s| shown(s.version, s.value.is_some())),
+        }
     }
 
-    /// A message of the notice stream. Returns the names it told of that no reply here
+    /// A message of the notice stream. Returns the changes it told of that no reply here
     /// had shown yet.
-    pub fn notices(&mut self, n: &Notices, now: Instant) -> Vec<NameChange> {
+    pub fn notices(&mut self, n: &Notices, now: Instant) -> Vec<Change> {
         if self.heard.is_none() {
             // The first message of a new stream: what came before it is unknown.
             self.streams += 1;
@@ -182,17 +196,20 @@ impl EntryCache {
         }
         let mut news = Vec::new();
         for notice in &n.notices {
-            if notice.dir != 0 {
+            let (what, taken) = if notice.dir != 0 {
                 let key = (notice.dir, notice.name.clone());
-                if set(&mut self.names, key, notice.version, None) {
-                    news.push(NameChange {
-                        dir: notice.dir,
-                        name: notice.name.clone(),
-                        version: notice.version,
-                    });
-                }
+                let taken = set(&mut self.names, key, notice.version, None);
+                let (dir, name) = (notice.dir, notice.name.clone());
+                (Changed::Name { dir, name }, taken)
             } else {
-                set(&mut self.attrs, notice.ino, notice.version, None);
+                let taken = set(&mut self.attrs, notice.ino, notice.version, None);
+                (Changed::Attrs { ino: notice.ino }, taken)
+            };
+            if taken {
+                news.push(Change {
+                    what,
+                    version: notice.version,
+                });
             }
         }
         news
@@ -294,28 +311,39 @@ mod tests {
     }
 
     #[test]
-    fn notices_report_the_names_no_reply_showed() {
+    fn notices_report_the_changes_no_reply_showed() {
         let (mut c, now) = started(10);
         c.entry(at(&c, 11), 1, b"mine", Some(2));
-        let news = c.notices(
-            &msg(
-                12,
-                vec![entry_notice(11, 1, b"mine"), entry_notice(12, 1, b"theirs")],
-            ),
-            now,
-        );
-        let change = NameChange {
-            dir: 1,
-            name: b"theirs".to_vec(),
-            version: 12,
+        c.attr_at(at(&c, 11), attr(1, 0));
+        let notices = vec![
+            entry_notice(11, 1, b"mine"),
+            inode_notice(11, 1),
+            entry_notice(12, 1, b"theirs"),
+            inode_notice(12, 3),
+        ];
+        let news = c.notices(&msg(12, notices), now);
+        let name = |name: &[u8], version| Change {
+            what: Changed::Name {
+                dir: 1,
+                name: name.to_vec(),
+            },
+            version,
         };
-        assert_eq!(news, vec![change]);
-        assert!(c.answered(1, b"mine", 11));
-        assert!(!c.answered(1, b"theirs", 12));
+        let attrs = |ino, version| Change {
+            what: Changed::Attrs { ino },
+            version,
+        };
+        assert_eq!(news, vec![name(b"theirs", 12), attrs(3, 12)]);
+        assert!(c.answered(&name(b"mine", 11)));
+        assert!(c.answered(&attrs(1, 11)));
+        assert!(!c.answered(&name(b"theirs", 12)));
+        assert!(!c.answered(&attrs(3, 12)));
         // A reply that comes after its own change's notice still answers for it.
         c.entry(at(&c, 12), 1, b"theirs", None);
-        assert!(c.answered(1, b"theirs", 12));
-        assert!(!c.answered(1, b"theirs", 13));
+        c.attr_at(at(&c, 12), attr(3, 5));
+        assert!(c.answered(&name(b"theirs", 12)));
+        assert!(c.answered(&attrs(3, 12)));
+        assert!(!c.answered(&name(b"theirs", 13)));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Follows the master's notice stream (`Meta.Watch`) into the
-//! [`EntryCache`](crate::entry_cache::EntryCache), and the names it changes into the
-//! kernel's ([`KernelCache`]), for as long as
+//! [`EntryCache`](crate::entry_cache::EntryCache), and what it changes into the
+//! kernel's caches ([`KernelCache`]), for as long as
 //! the mount runs: after a break (master restart, failover, network) the cache is
 //! forgotten and the stream started again on whichever master is active.
 
@@ -23,7 +23,7 @@ pub async fn follow(master: Arc<Master>, kernel: KernelCache) {
                     match stream.message().await {
                         Ok(Some(n)) => {
                             let news = master.cache().notices(&n, Instant::now());
-                            kernel.forget_names(news);
+                            kernel.forget(news);
                         }
                         Ok(None) => break,
                         Err(s) => {

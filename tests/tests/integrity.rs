@@ -178,6 +178,7 @@ fn fsync_through_a_later_handle() {
 
 #[test]
 fn two_mounts_close_to_open() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let c = Cluster::start(Opts::default());
     let mut rng = Rng::new("close-to-open");
     let a = c.mount();
@@ -263,6 +264,15 @@ fn two_mounts_close_to_open() {
             },
         );
     }
+
+    // Attributes too: B's kernel lets go of a size and a mode A changed, with no open.
+    fs::write(a.join("attrs"), b"1").expect("write on A");
+    assert_eq!(fs::metadata(b.join("attrs")).expect("stat on B").len(), 1);
+    fs::write(a.join("attrs"), b"12345").expect("rewrite on A");
+    fs::set_permissions(a.join("attrs"), fs::Permissions::from_mode(0o600)).expect("chmod on A");
+    c.wait_for("B to see A's size and mode", Duration::from_secs(3), || {
+        fs::metadata(b.join("attrs")).is_ok_and(|m| m.len() == 5 && m.mode() & 0o7777 == 0o600)
+    });
 
     // A name removed on A while its node lives on under another name: B's kernel must
     // let the name go, or B's next create by that name would write into A's file.
