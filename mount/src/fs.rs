@@ -110,8 +110,9 @@ fn kernel_time(t: SystemTime) -> Timespec {
     }
 }
 
-/// A handle that cannot write has nothing to flush at close: the kernel is told to skip
-/// that request, a round trip on every close of a file only read.
+/// What the kernel is told of a new handle. One that cannot write has nothing to flush at
+/// close, so the kernel skips that request (a round trip on every close of a file only
+/// read); one that appends bypasses the page cache.
 fn open_flags(flags: OpenFlags) -> FopenFlags {
     match flags.acc_mode() {
         OpenAccMode::O_RDONLY => FopenFlags::FOPEN_NOFLUSH,

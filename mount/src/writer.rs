@@ -14,7 +14,7 @@ use elkfs_proto::chunk::{WriteAck, WriteData, WriteMessage, WriteStart, WriteSyn
 use elkfs_proto::limits::{CHUNK_SIZE, MAX_FILE_SIZE};
 use elkfs_proto::meta::{Location, Timespec, WriteEndRequest};
 use elkfs_proto::FsError;
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, StreamExt, TryStreamExt};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -481,12 +481,10 @@ impl FileWriter {
             };
             sync_chunk(&self.ctx, self.ino, index, t).await
         };
-        let results: Vec<Result<(), FsError>> = stream::iter(0..size.div_ceil(CHUNK_SIZE))
-            .map(sync)
-            .buffer_unordered(SYNC_ALL_PARALLEL)
-            .collect()
-            .await;
-        results.into_iter().collect()
+        stream::iter(0..size.div_ceil(CHUNK_SIZE))
+            .map(Ok)
+            .try_for_each_concurrent(SYNC_ALL_PARALLEL, sync)
+            .await
     }
 }
 
