@@ -523,7 +523,7 @@ async fn sync_chunk(ctx: &WriteCtx, ino: u64, index: u64, mut t: Target) -> Resu
         let e = match sync_only(ctx, &t).await {
             Ok(()) => return Ok(()),
             Err(e @ (FsError::Unavailable(_) | FsError::Io(_))) if attempt < MAX_ATTEMPTS => e,
-            Err(e) => return Err(e),
+            Err(e) => return Err(vanished(e, t.chunk_id)),
         };
         if let Some(id) = failed_server(&e, &t.chain) {
             failed.push(id);
@@ -560,6 +560,18 @@ async fn sync_chunk(ctx: &WriteCtx, ino: u64, index: u64, mut t: Target) -> Resu
             chain: r.locations,
             recheck: false,
         };
+    }
+}
+
+/// A chunkserver's NotFound: it no longer holds the chunk, truncated away or deleted while
+/// the write was in flight, and the data it acked went with it. The application gets an
+/// I/O error for its write, not ENOENT.
+fn vanished(e: FsError, chunk: u64) -> FsError {
+    match e {
+        FsError::NotFound => FsError::Io(format!(
+            "chunk {chunk} is gone from its chunkserver: truncated away while written"
+        )),
+        e => e,
     }
 }
 
@@ -979,6 +991,7 @@ impl Actor {
                 attempts = self.attempts,
                 "chunk write failed: {e}"
             );
+            let e = vanished(e, lease.as_ref().map_or(0, |l| l.chunk_id));
             // The lease is still ours until WriteEnd(failed).
             self.lease = lease;
             self.pending.clear();

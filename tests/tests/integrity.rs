@@ -301,6 +301,37 @@ fn two_mounts_close_to_open() {
     });
 }
 
+/// A write in flight on one mount while another truncates its chunk away: the writer
+/// gets EIO, or the file holds its data, or nothing (the truncation came after the write).
+/// Never a success with a hole in the data's place, never ENOENT.
+#[test]
+fn a_write_truncated_away_meanwhile_fails_or_lands() {
+    let c = Cluster::start(Opts::default());
+    let a = c.mount();
+    let b = c.mount();
+    let data = content(11, 4 * MIB);
+    let mut f = File::create(a.join("cut")).expect("create on A");
+    f.write_all(&data).expect("write on A");
+    // Long enough for the pieces to reach the chunkserver under A's lease.
+    std::thread::sleep(Duration::from_millis(500));
+    OpenOptions::new()
+        .write(true)
+        .open(b.join("cut"))
+        .and_then(|f| f.set_len(0))
+        .expect("truncate on B");
+    match f.sync_all() {
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "A's fsync: {e}"),
+        Ok(()) => {
+            let got = fs::read(a.join("cut")).expect("read on A");
+            assert!(
+                got.is_empty() || got == data,
+                "after A's fsync: {} bytes that are not A's data",
+                got.len()
+            );
+        }
+    }
+}
+
 /// The mounts' entry caches (answers from the master's replies, kept true by its notices)
 /// with the kernel's own caches off: every change one mount makes shows on the other,
 /// including in a directory the other created and so answers absent names for itself.

@@ -320,6 +320,17 @@ impl Master {
                 let a = inner.state.inode(req.ino)?.attr();
                 return Ok((inner.state.version, versioned(inner, a)));
             }
+            // The chunk is not the file's there (any more): truncated away meanwhile, or a
+            // writer joined the lease of a WriteChunk that never became durable before its
+            // master (or the standby promoted in its place) restarted. Either way the data
+            // written under it is not in the file: an error, not a size over a hole.
+            let current = inner.state.chunk_at(req.ino, req.index)?;
+            if current != req.chunk_id {
+                return Err(FsError::Stale(format!(
+                    "chunk {} is no longer chunk {} of inode {} (now {current}): the write is lost",
+                    req.chunk_id, req.index, req.ino
+                )));
+            }
             let v = m.commit(
                 inner,
                 Op::WriteEnd(WriteEnd {
