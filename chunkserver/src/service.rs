@@ -7,8 +7,9 @@ use crate::store::Store;
 use crate::{fetch, replicate, write_stream};
 use elkfs_proto::chunk::chunk_server::Chunk;
 use elkfs_proto::chunk::{
-    CreateRequest, DeleteRequest, Empty, FetchPiece, FetchRequest, ReadReply, ReadRequest,
-    ReplicateRequest, SetVersionRequest, TruncateRequest, WriteAck, WriteMessage,
+    CreateRequest, DeleteFailure, DeleteReply, DeleteRequest, Empty, FetchPiece, FetchRequest,
+    ReadReply, ReadRequest, ReplicateRequest, SetVersionRequest, TruncateRequest, WriteAck,
+    WriteMessage,
 };
 use elkfs_proto::FsError;
 use std::future::Future;
@@ -174,11 +175,35 @@ impl Chunk for ChunkService {
         .await
     }
 
-    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<Empty>, Status> {
-        let r = request.into_inner();
-        self.order("delete", r.chunk_id, r.version, move |s| {
-            s.delete(r.chunk_id, r.version)
-        })
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteReply>, Status> {
+        let copies = request.into_inner().copies;
+        let store = self.ctx.store.clone();
+        let span = tracing::info_span!("order", op = "delete", copies = copies.len());
+        async move {
+            let failed = blocking(move || {
+                Ok(copies
+                    .into_iter()
+                    .filter_map(|c| match store.delete(c.chunk_id, c.version) {
+                        // Not held, or held at another version: nothing of this order's.
+                        Ok(()) | Err(FsError::NotFound | FsError::Stale(_)) => None,
+                        Err(e) => Some(DeleteFailure {
+                            chunk_id: c.chunk_id,
+                            error: e.to_string(),
+                        }),
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await
+            .map_err(Status::from)?;
+            for f in &failed {
+                tracing::info!(chunk = %hex(f.chunk_id), error = %f.error, "delete failed");
+            }
+            Ok(Response::new(DeleteReply { failed }))
+        }
+        .instrument(span)
         .await
     }
 

@@ -199,7 +199,9 @@ async fn downstream_failures_name_the_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_and_damage_over_grpc() {
-    use elkfs_proto::chunk::{CreateRequest, DeleteRequest, SetVersionRequest, TruncateRequest};
+    use elkfs_proto::chunk::{
+        ChunkCopy, CreateRequest, DeleteRequest, ReadRequest, SetVersionRequest, TruncateRequest,
+    };
     let mut a = start_server().await;
     let mut c = client(&a.addr);
     c.create(CreateRequest {
@@ -286,16 +288,29 @@ async fn orders_and_damage_over_grpc() {
         .unwrap_err();
     assert!(matches!(FsError::from(e), FsError::Invalid(_)));
 
-    c.delete(DeleteRequest {
-        chunk_id: 9,
-        version: 0,
-    })
-    .await
-    .unwrap();
-    let e = c
+    // One order for several copies: deleted, or not held (nothing to do), none failed.
+    let r = c
         .delete(DeleteRequest {
+            copies: vec![
+                ChunkCopy {
+                    chunk_id: 9,
+                    version: 0,
+                },
+                ChunkCopy {
+                    chunk_id: 10,
+                    version: 1,
+                },
+            ],
+        })
+        .await
+        .unwrap();
+    assert!(r.into_inner().failed.is_empty());
+    let e = c
+        .read(ReadRequest {
             chunk_id: 9,
-            version: 0,
+            version: 3,
+            offset: 0,
+            length: 1,
         })
         .await
         .unwrap_err();

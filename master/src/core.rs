@@ -8,6 +8,7 @@
 use crate::changelog::Changelog;
 use crate::cluster::{Cluster, Copy};
 use crate::config::Config;
+use crate::deleter::{self, Deletion};
 use crate::feed::Feed;
 use crate::files;
 use crate::notices::{self, Notifier};
@@ -16,24 +17,13 @@ use crate::sessions::Sessions;
 use crate::snapshot;
 use crate::state::State;
 use elkfs_proto::changelog::{record::Op, Record};
-use elkfs_proto::chunk::DeleteRequest;
 use elkfs_proto::FsError;
 use prost::Message;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::{debug, error, info, warn};
-
-struct Deletion {
-    server: u64,
-    chunk: u64,
-    version: u32,
-}
-
-/// Deletions in flight at once: an `rm -rf` of a large tree must not open thousands of
-/// requests to the chunkservers at the same moment.
-const PARALLEL_DELETES: usize = 32;
+use tracing::{error, info, warn};
 
 pub struct Inner {
     pub state: State,
@@ -109,7 +99,7 @@ impl Master {
             _data_lock: data_lock,
             superseded: AtomicU64::new(0),
         });
-        tokio::spawn(delete_worker(master.clone(), rx));
+        tokio::spawn(deleter::run(master.clone(), rx));
         tokio::spawn(housekeeping(master.clone()));
         tokio::spawn(crate::healer::run(master.clone()));
         Ok(master)
@@ -225,41 +215,6 @@ impl Master {
 
     pub fn metadata_version(&self) -> u64 {
         self.lock().state.version
-    }
-}
-
-async fn delete_worker(master: Arc<Master>, mut rx: mpsc::UnboundedReceiver<Deletion>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL_DELETES));
-    while let Some(d) = rx.recv().await {
-        // Its chunk table is older than the copies' (the cluster moved on without it).
-        if master.is_superseded() {
-            continue;
-        }
-        let Some((addr, mut client)) = master.lock().cluster.client(d.server) else {
-            continue;
-        };
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        tokio::spawn(async move {
-            let _slot = slot;
-            let req = DeleteRequest {
-                chunk_id: d.chunk,
-                version: d.version,
-            };
-            match client.delete(req).await {
-                Ok(_) => {
-                    debug!(chunk = d.chunk, version = d.version, server = %addr, "chunk deleted")
-                }
-                Err(s) => match FsError::from(s) {
-                    // Already gone, or the server holds another version: nothing to do here.
-                    FsError::NotFound | FsError::Stale(_) => {}
-                    // Still on disk: the server reports it at its next registration and is
-                    // told again then.
-                    e => warn!(chunk = d.chunk, server = %addr, error = %e, "chunk delete failed"),
-                },
-            }
-        });
     }
 }
 

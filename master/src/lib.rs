@@ -14,6 +14,7 @@ pub mod changelog;
 pub mod cluster;
 pub mod config;
 pub mod core;
+pub mod deleter;
 pub mod feed;
 pub mod fence;
 pub mod files;
