@@ -10,6 +10,7 @@
 use elkfs_proto::limits::{BLOCKS_PER_CHUNK, BLOCK_SIZE, CHUNK_SIZE};
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -57,9 +58,13 @@ impl ChunkFile {
 
     /// Opens an existing chunk file and checks its magic and id.
     pub fn open(path: &Path, id: u64) -> Result<ChunkFile, ChunkError> {
+        ChunkFile::open_with(path, id, Wait::Disk)
+    }
+
+    fn open_with(path: &Path, id: u64, wait: Wait) -> Result<ChunkFile, ChunkError> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let mut head = [0u8; 16];
-        file.read_exact_at(&mut head, 0).map_err(|e| {
+        read_at(&file, &mut head, 0, wait).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
                 ChunkError::BadHeader("file shorter than its header".into())
             } else {
@@ -101,13 +106,43 @@ impl ChunkFile {
     /// Reads `[offset, offset+size)` clipped to `len`, verifying the CRC of every block
     /// touched. Never returns bytes from a block whose CRC does not match.
     pub fn read(&self, len: u64, offset: u64, size: u64) -> Result<Vec<u8>, ChunkError> {
+        self.read_with(len, offset, size, Wait::Disk)
+    }
+
+    /// [`ChunkFile::read`] of the chunk at `path` if every byte it needs (header, data,
+    /// CRCs) is in the page cache; `Ok(None)` if any would come from the disk. Serves
+    /// reads on an async worker without a hand-off to the blocking pool, which cost a
+    /// third of a random 4 KiB read's time here.
+    pub fn read_cached(
+        path: &Path,
+        id: u64,
+        len: u64,
+        offset: u64,
+        size: u64,
+    ) -> Result<Option<Vec<u8>>, ChunkError> {
+        let read = ChunkFile::open_with(path, id, Wait::CachedOnly)
+            .and_then(|f| f.read_with(len, offset, size, Wait::CachedOnly));
+        match read {
+            Ok(data) => Ok(Some(data)),
+            Err(ChunkError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_with(
+        &self,
+        len: u64,
+        offset: u64,
+        size: u64,
+        wait: Wait,
+    ) -> Result<Vec<u8>, ChunkError> {
         check_range(offset, size)?;
         let end = (offset + size).min(len);
         if offset >= end {
             return Ok(Vec::new());
         }
         let first = offset / BLOCK_SIZE;
-        let (mut buf, _) = self.read_checked(len, first, (end - 1) / BLOCK_SIZE)?;
+        let (mut buf, _) = self.read_checked(len, first, (end - 1) / BLOCK_SIZE, wait)?;
         // Usually the request is block aligned and nothing moves.
         let skip = (offset - first * BLOCK_SIZE) as usize;
         let keep = (end - offset) as usize;
@@ -134,7 +169,7 @@ impl ChunkFile {
         if offset >= end {
             return Ok((Vec::new(), Vec::new()));
         }
-        self.read_checked(len, offset / BLOCK_SIZE, (end - 1) / BLOCK_SIZE)
+        self.read_checked(len, offset / BLOCK_SIZE, (end - 1) / BLOCK_SIZE, Wait::Disk)
     }
 
     /// Blocks `first..=last` (the last clipped to `len`) and their stored CRCs, each block
@@ -144,17 +179,21 @@ impl ChunkFile {
         len: u64,
         first: u64,
         last: u64,
+        wait: Wait,
     ) -> Result<(Vec<u8>, Vec<u32>), ChunkError> {
         let span_start = first * BLOCK_SIZE;
         let span_end = ((last + 1) * BLOCK_SIZE).min(len);
         let mut buf = vec![0u8; (span_end - span_start) as usize];
-        self.file
-            .read_exact_at(&mut buf, HEADER_SIZE + span_start)
+        read_at(&self.file, &mut buf, HEADER_SIZE + span_start, wait)
             .map_err(eof_is_damage(first))?;
         let mut slots = [0u8; BLOCKS_PER_CHUNK * 4];
         let nslots = (last - first + 1) as usize;
-        self.file
-            .read_exact_at(&mut slots[..nslots * 4], CRC_OFFSET + first * 4)?;
+        read_at(
+            &self.file,
+            &mut slots[..nslots * 4],
+            CRC_OFFSET + first * 4,
+            wait,
+        )?;
         let crcs: Vec<u32> = (0..nslots).map(|i| slot(&slots, i)).collect();
         for (i, (block, want)) in buf.chunks(BLOCK).zip(&crcs).enumerate() {
             if crc32fast::hash(block) != *want {
@@ -197,7 +236,6 @@ impl ChunkFile {
     /// Asks the kernel to drop the file's cached pages (best effort), so a scrub reads what
     /// is on the disk and does not push hot data out of the page cache.
     pub fn drop_cache(&self) {
-        use std::os::fd::AsRawFd;
         // SAFETY: posix_fadvise only reads its arguments; the descriptor is open.
         let rc =
             unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
@@ -336,6 +374,47 @@ fn check_range(offset: u64, len: u64) -> Result<(), ChunkError> {
         Some(end) if end <= CHUNK_SIZE => Ok(()),
         _ => Err(ChunkError::OutOfRange { offset, len }),
     }
+}
+
+/// Whether a read may wait for the disk.
+#[derive(Clone, Copy)]
+enum Wait {
+    Disk,
+    /// Only what the page cache holds; anything else fails with `WouldBlock`.
+    CachedOnly,
+}
+
+/// `read_exact_at`, or with [`Wait::CachedOnly`] `preadv2(RWF_NOWAIT)` until `buf` is full.
+fn read_at(file: &File, buf: &mut [u8], offset: u64, wait: Wait) -> io::Result<()> {
+    if let Wait::Disk = wait {
+        return file.read_exact_at(buf, offset);
+    }
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        let iov = libc::iovec {
+            iov_base: rest.as_mut_ptr().cast(),
+            iov_len: rest.len(),
+        };
+        let at = libc::off_t::try_from(offset + done as u64)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: `iov` describes `rest`, which is valid for writes of its length and
+        // outlives the call; the descriptor belongs to `file`.
+        let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
+        match n {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n if n > 0 => done += n as usize,
+            _ => {
+                let e = io::Error::last_os_error();
+                return Err(match e.raw_os_error() {
+                    // A filesystem without RWF_NOWAIT reads the blocking way.
+                    Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) => io::ErrorKind::WouldBlock.into(),
+                    _ => e,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A file shorter than the length we believe it has is damage, not a plain I/O error.

@@ -111,16 +111,16 @@ impl Chunk for ChunkService {
         let r = request.into_inner();
         let span = tracing::debug_span!("read", chunk = %hex(r.chunk_id), version = r.version, offset = r.offset, length = r.length);
         let store = self.ctx.store.clone();
-        let res = blocking(move || {
-            store.read(
-                r.chunk_id,
-                r.version,
-                u64::from(r.offset),
-                u64::from(r.length),
-            )
-        })
-        .instrument(span.clone())
-        .await;
+        let (offset, length) = (u64::from(r.offset), u64::from(r.length));
+        let res = match store.read_cached(r.chunk_id, r.version, offset, length) {
+            Ok(Some(data)) => Ok(data),
+            Ok(None) => {
+                blocking(move || store.read(r.chunk_id, r.version, offset, length))
+                    .instrument(span.clone())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         match res {
             Ok(data) => Ok(Response::new(ReadReply { data: data.into() })),
             Err(e) => {

@@ -565,6 +565,39 @@ impl Store {
         })
     }
 
+    /// [`Store::read`] if it can be done at once: `None` if another operation holds the
+    /// chunk now or a byte would come from the disk (the caller then reads on the
+    /// blocking pool).
+    pub fn read_cached(
+        &self,
+        id: u64,
+        version: u32,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, FsError> {
+        check_io_range(offset, len)?;
+        let Some(slot) = self.lock_map().get(&id).cloned() else {
+            return Ok(None);
+        };
+        let st = match slot.state.try_lock() {
+            Ok(st) => st,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        };
+        let Some(meta) = st.meta.as_ref().filter(|_| !st.detached) else {
+            return Ok(None);
+        };
+        check_version(id, meta.version, version)?;
+        ChunkFile::read_cached(
+            &self.path(id, version, meta.disk),
+            id,
+            meta.len,
+            offset,
+            len,
+        )
+        .map_err(|e| chunk_error(id, e))
+    }
+
     /// Opens chunk `id` at `version` for a write stream.
     pub fn writer(&self, id: u64, version: u32) -> Result<Writer, FsError> {
         self.with_chunk(id, |held| {

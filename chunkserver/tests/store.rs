@@ -430,3 +430,49 @@ fn damage_marks_survive_restarts_until_the_copy_goes() {
     store.set_version(7, 1, 2).unwrap();
     assert_eq!(store.damaged().unwrap(), vec![]);
 }
+
+/// Reads served from the page cache on the spot give what the blocking path gives; once
+/// any page would come from the disk, the cached path steps aside instead of waiting.
+#[test]
+fn cached_reads_answer_from_memory_or_step_aside() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&[dir.path().to_owned()], 0).unwrap();
+    let id = 0x77;
+    store.create(id, 1).unwrap();
+    let data = pattern(3 * BLOCK_SIZE as usize + 5, 9);
+    write(&store, id, 1, 0, &data);
+    let (off, len) = (BLOCK_SIZE - 7, 2 * BLOCK_SIZE);
+    let want = &data[off as usize..(off + len) as usize];
+    assert_eq!(
+        store.read_cached(id, 1, off, len).unwrap().as_deref(),
+        Some(want)
+    );
+    assert!(matches!(
+        store.read_cached(id, 2, 0, 10),
+        Err(FsError::Stale(_))
+    ));
+    assert_eq!(store.read_cached(id + 1, 1, 0, 10).unwrap(), None);
+
+    // Written back and dropped from the page cache: only the blocking path reads it.
+    let f = std::fs::File::open(chunk_path(dir.path(), id, 1)).unwrap();
+    f.sync_all().unwrap();
+    // SAFETY: posix_fadvise only reads its arguments; the descriptor is open.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+    assert_eq!(store.read_cached(id, 1, off, len).unwrap(), None);
+    assert_eq!(store.read(id, 1, off, len).unwrap(), want);
+    assert_eq!(
+        store.read_cached(id, 1, off, len).unwrap().as_deref(),
+        Some(want)
+    );
+
+    // A damaged block fails the same way on both paths.
+    let mut bytes = std::fs::read(chunk_path(dir.path(), id, 1)).unwrap();
+    bytes[(HEADER_SIZE + BLOCK_SIZE + 3) as usize] ^= 0x40;
+    std::fs::write(chunk_path(dir.path(), id, 1), &bytes).unwrap();
+    assert!(matches!(
+        store.read_cached(id, 1, off, len),
+        Err(FsError::Damaged(_))
+    ));
+}
