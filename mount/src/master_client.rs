@@ -426,7 +426,8 @@ impl Master {
         Ok(a)
     }
 
-    /// After unlink, rmdir or rename: keeps the changed directories and names in the cache.
+    /// After unlink, rmdir or rename: keeps the changed directories, names and nodes in the
+    /// cache.
     fn moved(&self, stream: u64, reply: DirsReply, from: (u64, &[u8]), to: Option<(u64, &[u8])>) {
         let mut cache = self.cache();
         let at = Stamp {
@@ -441,7 +442,8 @@ impl Master {
             .dirs
             .into_iter()
             .chain(reply.moved)
-            .chain(reply.swapped);
+            .chain(reply.swapped)
+            .chain(reply.removed);
         for a in touched {
             cache.attr_at(at, a);
         }

@@ -173,6 +173,7 @@ impl Master {
                 _ => {}
             }
             let sustain = victim.nlink <= 1 && inner.sessions.is_open(victim.ino);
+            let before = victim.attr();
             let v = m.commit(
                 inner,
                 Op::Unlink(Unlink {
@@ -182,7 +183,9 @@ impl Master {
                     sustain,
                 }),
             )?;
-            Ok((v, dirs_reply(inner, &[parent])))
+            let mut reply = dirs_reply(inner, &[parent]);
+            reply.removed = Some(as_now(inner, before));
+            Ok((v, reply))
         })
         .await
     }
@@ -191,10 +194,12 @@ impl Master {
         check_name(&req.name)?;
         check_name(&req.new_name)?;
         self.mutate(|m, inner| {
-            let sustain = match inner.state.lookup(req.new_parent, &req.new_name) {
-                Ok(n) => !n.is_dir() && n.nlink <= 1 && inner.sessions.is_open(n.ino),
-                Err(_) => false,
-            };
+            let target = inner.state.lookup(req.new_parent, &req.new_name).ok();
+            let sustain = target
+                .is_some_and(|n| !n.is_dir() && n.nlink <= 1 && inner.sessions.is_open(n.ino));
+            let replaced = target
+                .map(|n| n.attr())
+                .filter(|_| req.flags & RENAME_EXCHANGE == 0);
             let v = m.commit(
                 inner,
                 Op::Rename(Rename {
@@ -214,6 +219,7 @@ impl Master {
             if req.flags & RENAME_EXCHANGE != 0 {
                 reply.swapped = now_at(req.parent, &req.name);
             }
+            reply.removed = replaced.map(|a| as_now(inner, a));
             Ok((v, reply))
         })
         .await
@@ -364,6 +370,15 @@ fn attr_reply(inner: &Inner, ino: u64, dirs: &[u64]) -> Result<AttrReply, FsErro
     })
 }
 
+/// A node that lost a name, as it is now: `before` with nlink 0 when it is gone.
+fn as_now(inner: &Inner, before: Attr) -> Attr {
+    inner
+        .state
+        .inodes
+        .get(&before.ino)
+        .map_or(Attr { nlink: 0, ..before }, |n| n.attr())
+}
+
 /// The attributes of `dirs` (each once) as they are now.
 fn dirs_reply(inner: &Inner, dirs: &[u64]) -> DirsReply {
     let mut out: Vec<Attr> = Vec::with_capacity(dirs.len());
@@ -377,5 +392,6 @@ fn dirs_reply(inner: &Inner, dirs: &[u64]) -> DirsReply {
         version: inner.state.version,
         moved: None,
         swapped: None,
+        removed: None,
     }
 }
