@@ -12,6 +12,18 @@ fn chunk_path(dir: &Path, id: u64, version: u32) -> PathBuf {
         .join(chunk_file_name(id, version))
 }
 
+/// A store on one data directory.
+fn open(dir: &Path) -> Store {
+    Store::open(&[dir.to_owned()], 0).unwrap()
+}
+
+/// A store on a new empty data directory, which lives as long as the returned guard.
+fn fresh() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    (dir, store)
+}
+
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
         .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
@@ -25,8 +37,7 @@ fn write(store: &Store, id: u64, version: u32, offset: u64, data: &[u8]) {
 
 #[test]
 fn layout_orders_and_versions() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&[dir.path().to_owned()], 0).unwrap();
+    let (dir, store) = fresh();
     for b in ["00", "7F", "FF"] {
         assert!(dir.path().join(b).is_dir());
     }
@@ -100,8 +111,7 @@ fn layout_orders_and_versions() {
 
 #[test]
 fn flipped_byte_on_disk_is_damaged() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&[dir.path().to_owned()], 0).unwrap();
+    let (dir, store) = fresh();
     store.create(1, 1).unwrap();
     write(&store, 1, 1, 0, &pattern(300_000, 4));
     let p = chunk_path(dir.path(), 1, 1);
@@ -159,7 +169,7 @@ fn chooses_the_disk_and_reports_space() {
 #[test]
 fn same_chunk_is_serialized_other_chunks_parallel() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&[dir.path().to_owned()], 0).unwrap());
+    let store = Arc::new(open(dir.path()));
     store.create(1, 1).unwrap();
     store.create(2, 1).unwrap();
     let threads: Vec<_> = (0..8u64)
@@ -231,7 +241,7 @@ fn clean_index_is_trusted() {
         chunk_path(dir.path(), 0x205, 1),
     )
     .unwrap();
-    let store = Store::open(&[dir.path().to_owned()], 0).unwrap();
+    let store = open(dir.path());
     assert!(
         !dir.path().join("clean").exists(),
         "marker must be consumed"
@@ -252,7 +262,7 @@ fn missing_marker_rebuilds_from_files() {
     .unwrap();
     let junk = dir.path().join("05").join("notes.txt");
     std::fs::write(&junk, "hello").unwrap();
-    let store = Store::open(&[dir.path().to_owned()], 0).unwrap();
+    let store = open(dir.path());
     assert_eq!(list(&store), before);
     assert!(!chunk_path(dir.path(), 0x105, 1).exists());
     assert!(chunk_path(dir.path(), 0x105, 3).exists());
@@ -276,14 +286,14 @@ fn corrupt_index_rebuilds_from_files() {
             std::fs::write(&p, vec![0xA5u8; 5000]).unwrap();
         }
     }
-    let store = Store::open(&[dir.path().to_owned()], 0).unwrap();
+    let store = open(dir.path());
     assert_eq!(list(&store), before);
     drop(store);
     // And the rebuilt index is usable after the next clean shutdown.
-    let store = Store::open(&[dir.path().to_owned()], 0).unwrap();
+    let store = open(dir.path());
     store.shutdown().unwrap();
     drop(store);
-    let store = Store::open(&[dir.path().to_owned()], 0).unwrap();
+    let store = open(dir.path());
     assert_eq!(list(&store), before);
 }
 
@@ -314,8 +324,7 @@ fn index_for_other_data_dirs_is_not_trusted() {
 
 #[test]
 fn delete_with_a_version_deletes_only_that_version() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&[dir.path().to_owned()], 0).unwrap();
+    let (dir, store) = fresh();
     let id = 0x42;
     store.create(id, 3).unwrap();
     write(&store, id, 3, 0, b"hello");
@@ -347,8 +356,7 @@ fn delete_with_a_version_deletes_only_that_version() {
 /// too (its path must be right, or the sync fails), and later ones only the data.
 #[test]
 fn the_first_sync_of_a_new_chunk_syncs_its_entry() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&[dir.path().to_owned()], 0).unwrap();
+    let (dir, store) = fresh();
     store.create(0x1A2, 1).unwrap();
     let w = store.writer(0x1A2, 1).unwrap();
     store.write(&w, 0, &pattern(10_000, 4)).unwrap();
@@ -369,8 +377,7 @@ fn the_first_sync_of_a_new_chunk_syncs_its_entry() {
 fn orders_survive_an_unclean_restart() {
     // No shutdown: the restart rebuilds from the files, so what the orders answered must
     // be what the names and lengths on disk say.
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&[dir.path().to_owned()], 0).unwrap();
+    let (dir, store) = fresh();
     store.create(1, 1).unwrap();
     store.create(2, 1).unwrap();
     store.create(3, 1).unwrap();
@@ -390,7 +397,7 @@ fn orders_survive_an_unclean_restart() {
     );
     drop(store);
     assert!(!dir.path().join("clean").exists());
-    let store = Store::open(&[dir.path().to_owned()], 0).unwrap();
+    let store = open(dir.path());
     assert_eq!(list(&store), before);
     assert!(!chunk_path(dir.path(), 1, 1).exists());
     assert!(!chunk_path(dir.path(), 2, 1).exists());
@@ -407,23 +414,21 @@ fn orders_survive_an_unclean_restart() {
 
 #[test]
 fn damage_marks_survive_restarts_until_the_copy_goes() {
-    let dir = tempfile::tempdir().unwrap();
-    let open = || Store::open(&[dir.path().to_owned()], 0).unwrap();
-    let store = open();
+    let (dir, store) = fresh();
     for id in [7, 8] {
         store.create(id, 1).unwrap();
         store.mark_damaged(id, 1).unwrap();
     }
     drop(store);
     // Unclean restart: the chunk list is rebuilt from the files, the marks are kept.
-    let store = open();
+    let store = open(dir.path());
     let mut marks = store.damaged().unwrap();
     marks.sort();
     assert_eq!(marks, vec![(7, 1), (8, 1)]);
     store.delete(8, 1).unwrap();
     store.shutdown().unwrap();
     drop(store);
-    let store = open();
+    let store = open(dir.path());
     assert_eq!(store.damaged().unwrap(), vec![(7, 1)]);
     // A new copy of a deleted chunk starts clean; a mark for another version is dropped.
     store.create(8, 1).unwrap();
@@ -436,8 +441,7 @@ fn damage_marks_survive_restarts_until_the_copy_goes() {
 #[test]
 fn cached_reads_answer_from_memory_or_step_aside() {
     use std::os::fd::AsRawFd;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&[dir.path().to_owned()], 0).unwrap();
+    let (dir, store) = fresh();
     let id = 0x77;
     store.create(id, 1).unwrap();
     let data = pattern(3 * BLOCK_SIZE as usize + 5, 9);
