@@ -14,6 +14,8 @@ use tonic::transport::Channel;
 
 /// Chunk ids reserved in the log at a time (one record per this many new chunks).
 const CHUNK_ID_BLOCK: u64 = 1024;
+/// How long a server whose chunk order timed out or failed to arrive gets no new chunks.
+pub const PLACEMENT_REST: Duration = Duration::from_secs(30);
 
 pub struct Server {
     pub id: u64,
@@ -29,6 +31,8 @@ pub struct Server {
     pub client: ChunkClient<Channel>,
     /// Chunks placed here since the last report (placement's load estimate).
     pub placed: u64,
+    /// An order to it timed out or was not delivered: no new chunks go here before this.
+    resting_until: Option<Instant>,
     /// What the master believes the server holds, per bucket.
     digests: Box<[Digest; BUCKETS]>,
     /// Buckets asked for at the last registration and not reported yet.
@@ -87,6 +91,9 @@ pub struct Cluster {
     suspects: HashMap<(u64, u64), u32>,
     /// Next chunk id to hand out; ids are reserved in the log in blocks ahead of it.
     next_chunk_id: u64,
+    /// Metadata version of the last block reservation this master logged: an id from the
+    /// block goes to chunkservers only once that record is durable.
+    pub reserved_at: u64,
 }
 
 impl Cluster {
@@ -120,6 +127,7 @@ impl Cluster {
             maintenance: false,
             client: client.clone(),
             placed: 0,
+            resting_until: None,
             digests: Box::new([Digest::default(); BUCKETS]),
             pending: HashSet::new(),
             listed_buckets: 0,
@@ -144,6 +152,7 @@ impl Cluster {
         server.away_since = None;
         server.client = client;
         server.placed = 0;
+        server.resting_until = None;
         server.pending = differ.iter().map(|&b| b as u8).collect();
         server.listed_buckets = differ.len() as u64;
         server.listed_chunks = 0;
@@ -463,16 +472,34 @@ impl Cluster {
         gone
     }
 
-    pub fn candidates(&self) -> Vec<Candidate> {
-        self.servers
-            .values()
-            .filter(|s| s.connected)
+    /// Where new chunks may go: connected servers, less those resting (unless all are).
+    pub fn candidates(&self, now: Instant) -> Vec<Candidate> {
+        let connected = || self.servers.values().filter(|s| s.connected);
+        let awake: Vec<&Server> = connected()
+            .filter(|s| s.resting_until.is_none_or(|t| now >= t))
+            .collect();
+        let usable = if awake.is_empty() {
+            connected().collect()
+        } else {
+            awake
+        };
+        usable
+            .into_iter()
             .map(|s| Candidate {
                 id: s.id,
                 avail: s.space.avail_bytes,
                 chunks: s.space.chunks + s.placed,
             })
             .collect()
+    }
+
+    /// An order to `server` timed out or could not be delivered: give it no new chunks for
+    /// [`PLACEMENT_REST`] or until it registers again, so that a hung server holds up only
+    /// the writes already bound to it, not every new chunk placed on it meanwhile.
+    pub fn rest(&mut self, server: u64, now: Instant) {
+        if let Some(s) = self.servers.get_mut(&server) {
+            s.resting_until = Some(now + PLACEMENT_REST);
+        }
     }
 
     pub fn note_placed(&mut self, servers: &[u64]) {
@@ -544,6 +571,30 @@ mod tests {
         let (id, asked) = cluster.register("u", "a:1", Space::default(), client(), &summary(held));
         let found = cluster.report(id, &asked, &listing(held, &asked), true, known);
         (asked, found)
+    }
+
+    /// A server whose order timed out gets no new chunks while it rests, unless no other
+    /// server is left; registering again ends the rest.
+    #[tokio::test]
+    async fn a_resting_server_gets_no_new_chunks() {
+        let mut cluster = Cluster::default();
+        for uuid in ["u1", "u2"] {
+            cluster.register(uuid, "a:1", Space::default(), client(), &[]);
+        }
+        let ids = |c: &Cluster, now| {
+            let mut ids: Vec<u64> = c.candidates(now).iter().map(|c| c.id).collect();
+            ids.sort();
+            ids
+        };
+        let now = Instant::now();
+        cluster.rest(1, now);
+        assert_eq!(ids(&cluster, now), vec![2]);
+        assert_eq!(ids(&cluster, now + PLACEMENT_REST), vec![1, 2]);
+        cluster.rest(2, now);
+        assert_eq!(ids(&cluster, now), vec![1, 2], "all resting: all usable");
+        cluster.register("u2", "a:1", Space::default(), client(), &[]);
+        cluster.rest(1, now);
+        assert_eq!(ids(&cluster, now), vec![2]);
     }
 
     #[tokio::test]

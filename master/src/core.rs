@@ -6,6 +6,7 @@
 //! it is durable before answering. The lock is never held across an await.
 
 use crate::changelog::Changelog;
+use crate::chunk_ops::ChunkOps;
 use crate::cluster::{Cluster, Copy};
 use crate::config::Config;
 use crate::deleter::{self, Deletion};
@@ -35,9 +36,8 @@ pub struct Master {
     inner: Mutex<Inner>,
     log: Changelog,
     pub config: Config,
-    /// Serializes chunk creation and version changes, which talk to chunkservers between
-    /// deciding and logging.
-    pub chunk_ops: tokio::sync::Mutex<()>,
+    /// Chunk creation, version changes and truncation: one at a time per file.
+    pub chunk_ops: ChunkOps,
     deletions: mpsc::UnboundedSender<Deletion>,
     /// Committed records for metaloggers, and their acks.
     pub feed: Feed,
@@ -92,7 +92,7 @@ impl Master {
             }),
             log,
             config,
-            chunk_ops: tokio::sync::Mutex::new(()),
+            chunk_ops: ChunkOps::default(),
             deletions: tx,
             feed,
             notifier: Notifier::default(),

@@ -3,7 +3,8 @@
 //! * [`state`]: the pure metadata state machine (`apply(record)`) and image conversion.
 //! * [`frame`], [`changelog`], [`snapshot`], [`recovery`], [`files`]: durable formats,
 //!   group commit, images, start-up replay.
-//! * [`cluster`], [`placement`], [`sessions`]: soft state rebuilt after a restart.
+//! * [`cluster`], [`placement`], [`sessions`]: soft state rebuilt after a restart;
+//!   [`chunk_ops`]: which chunk changes may run side by side.
 //! * [`planner`]: what healing does next (pure); [`healer`]: carries it out.
 //! * [`feed`]: what metaloggers follow (image, records, acks); [`notices`]: what mounts
 //!   watching for changes are told.
@@ -11,6 +12,7 @@
 //!   [`service`]: gRPC adapters; [`server`]: serving them; [`config`]: settings.
 
 pub mod changelog;
+pub mod chunk_ops;
 pub mod cluster;
 pub mod config;
 pub mod core;

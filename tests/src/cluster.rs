@@ -289,6 +289,14 @@ impl Cluster {
         cs.kill();
     }
 
+    /// Send `sig` to chunkserver `i` (SIGSTOP / SIGCONT: a server that hangs and recovers).
+    pub fn signal_chunkserver(&self, i: usize, sig: i32) {
+        self.state().chunkservers[i]
+            .as_ref()
+            .expect("chunkserver not running")
+            .signal(sig);
+    }
+
     /// SIGTERM chunkserver `i` and wait for it to exit.
     pub fn stop_chunkserver(&self, i: usize) {
         let cs = self.state().chunkservers[i]

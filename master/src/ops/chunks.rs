@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
-/// Chunk orders run while other writers wait (`chunk_ops`): a server that does not answer
-/// in time is treated as failed rather than stalling everyone.
+/// Chunk orders run while other changes to the file and chunkserver reports wait
+/// (`chunk_ops`): a server that does not answer in time is treated as failed rather than
+/// stalling them.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn check_index(index: u64) -> Result<(), FsError> {
@@ -117,7 +118,7 @@ impl Master {
         if let Some(reply) = self.join_lease(&mut self.lock(), &req)? {
             return Ok(reply);
         }
-        let _serial = self.chunk_ops.lock().await;
+        let _serial = self.chunk_ops.file(req.ino).await;
         let (chunk, old, servers, reserved) = {
             let mut guard = self.lock();
             let inner = &mut *guard;
@@ -127,7 +128,7 @@ impl Master {
             let goal = inner.state.inode(req.ino)?.goal as usize;
             let chunk = inner.state.chunk_at(req.ino, req.index)?;
             if chunk == 0 {
-                let candidates = inner.cluster.candidates();
+                let candidates = inner.cluster.candidates(Instant::now());
                 if candidates.is_empty() {
                     // Right after a master restart, before the chunkservers registered again:
                     // worth retrying, unlike a full cluster.
@@ -139,14 +140,13 @@ impl Master {
                 }
                 inner.cluster.note_placed(&servers);
                 let (id, extend) = inner.cluster.next_chunk_id(inner.state.next_chunk_id);
-                let reserved = match extend {
-                    Some(end) => Some(self.commit(
+                if let Some(end) = extend {
+                    inner.cluster.reserved_at = self.commit(
                         inner,
                         Op::ReserveChunkIds(ReserveChunkIds { next_chunk_id: end }),
-                    )?),
-                    None => None,
-                };
-                (id, None, servers, reserved)
+                    )?;
+                }
+                (id, None, servers, Some(inner.cluster.reserved_at))
             } else {
                 let old = inner.state.chunks.get(&chunk).map_or(0, |c| c.version);
                 let servers: Vec<u64> = inner
@@ -164,7 +164,8 @@ impl Master {
             }
         };
         if let Some(v) = reserved {
-            // The id is handed to chunkservers only once its reservation is on disk.
+            // The id is handed to chunkservers only once its reservation is on disk (a
+            // change to another file may have logged it a moment ago).
             self.durable(v).await?;
         }
         let created = old.is_none();
@@ -285,7 +286,11 @@ impl Master {
                 Ok(()) => ok.push(s),
                 Err(e) => {
                     warn!(chunk, version, server = %addr, error = %e, "chunk order failed");
-                    self.lock().cluster.suspect(chunk, s, version);
+                    let mut inner = self.lock();
+                    inner.cluster.suspect(chunk, s, version);
+                    if matches!(e, FsError::Unavailable(_)) {
+                        inner.cluster.rest(s, Instant::now());
+                    }
                     errors.push(e);
                 }
             }
@@ -353,7 +358,7 @@ impl Master {
         if size > MAX_FILE_SIZE {
             return Err(FsError::TooBig);
         }
-        let _serial = self.chunk_ops.lock().await;
+        let _serial = self.chunk_ops.file(ino).await;
         let cut = {
             let inner = self.lock();
             let node = inner.state.inode(ino)?;

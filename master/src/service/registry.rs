@@ -52,7 +52,7 @@ impl Registry for RegistryService {
         let id = r.server_id;
         // No chunk is created or moved to a new version while a report is reconciled: the
         // report must not race with orders in flight.
-        let _serial = m.chunk_ops.lock().await;
+        let _serial = m.chunk_ops.all().await;
         let version = {
             let mut guard = m.lock();
             let inner = &mut *guard;
