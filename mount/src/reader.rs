@@ -26,6 +26,8 @@ const SEQ_SLACK: u64 = 1 << 20;
 const SEQ_START: u64 = 256 << 10;
 /// Rounds over all copies (re-asking the master for locations between rounds).
 const READ_ROUNDS: u32 = 3;
+/// How long a read waits for one copy before it tries the next.
+const FAILOVER_AFTER: Duration = Duration::from_secs(2);
 
 pub struct Reader {
     master: Arc<Master>,
@@ -173,8 +175,26 @@ impl Reader {
         len: u32,
     ) -> Result<Bytes, FsError> {
         let mut last_error = FsError::Io("chunk has no valid copy".into());
-        for loc in &info.locations {
-            match self.read_copy(&loc.addr, info, offset, len).await {
+        // The master's order, but servers that lately left a read waiting go last.
+        let mut copies: Vec<_> = info.locations.iter().collect();
+        copies.sort_by_key(|l| !self.servers.responsive(&l.addr));
+        for (i, loc) in copies.iter().enumerate() {
+            let read = self.read_copy(&loc.addr, info, offset, len);
+            // With another copy to try, a server that does not answer (hung, its disk
+            // stalled) is given up on soon; the last copy is waited for.
+            let result = if i + 1 == copies.len() {
+                read.await
+            } else {
+                tokio::time::timeout(FAILOVER_AFTER, read)
+                    .await
+                    .unwrap_or_else(|_| {
+                        self.servers.note_unresponsive(&loc.addr);
+                        Err(FsError::Unavailable(format!(
+                            "no answer within {FAILOVER_AFTER:?}"
+                        )))
+                    })
+            };
+            match result {
                 Ok(data) => return Ok(data),
                 Err(e) => {
                     debug!(server = %loc.addr, chunk = info.chunk_id, "copy failed: {e}");

@@ -1,10 +1,16 @@
 //! A chunkserver that hangs (SIGSTOP: still connected and registered, but silent) holds
 //! up only the writes already bound to it: once an order to it has timed out, new chunks
-//! go to the other servers.
+//! go to the other servers. Reads of a chunk with another copy go there.
 
-use elkfs_tests::fsutil::assert_same_bytes;
+use elkfs_tests::copies::{ino, read_locations};
+use elkfs_tests::fsutil::{assert_same_bytes, Rng};
 use elkfs_tests::{Cluster, Opts};
 use std::fs;
+use std::time::{Duration, Instant};
+
+/// HTTP/2 keep-alive gives up on a silent connection after about 20 s: a read that took
+/// this long waited for the hung server instead of going to the other copy.
+const HUNG_CONNECTION_NOTICED: Duration = Duration::from_secs(15);
 
 #[test]
 fn a_hung_chunkserver_gets_no_more_new_chunks() {
@@ -43,4 +49,36 @@ fn a_hung_chunkserver_gets_no_more_new_chunks() {
         "chunk orders to the hung server that failed:\n{log}"
     );
     c.assert_daemons_alive("a chunkserver hung and recovered");
+}
+
+#[test]
+fn a_read_goes_to_another_copy_when_the_first_server_hangs() {
+    let c = Cluster::start(Opts {
+        chunkservers: 3,
+        root_goal: Some(2),
+        master_config: "chunkserver_timeout_secs = 300\n".to_owned(),
+        ..Opts::default()
+    });
+    let content = Rng::new("hung read").bytes(12 << 20);
+    let file = {
+        let m = c.mount();
+        fs::write(m.join("f"), &content).expect("write");
+        ino(&m.join("f"))
+    };
+    let first = read_locations(&c.master_addr(), file, 0).expect("locations")[0].clone();
+    let hung = c
+        .chunkserver_index(&first)
+        .expect("a chunkserver of the cluster");
+    c.signal_chunkserver(hung, libc::SIGSTOP);
+    // A fresh mount: nothing cached, the read starts at the master's first copy.
+    let m = c.mount();
+    let start = Instant::now();
+    let got = fs::read(m.join("f")).expect("read with the first copy's server hung");
+    let took = start.elapsed();
+    c.signal_chunkserver(hung, libc::SIGCONT);
+    assert_same_bytes(&got, &content, "read with one copy's server hung");
+    assert!(
+        took < HUNG_CONNECTION_NOTICED,
+        "the read waited {took:?} for the hung server"
+    );
 }
