@@ -22,6 +22,9 @@ use tracing::{debug, info, warn};
 /// (`chunk_ops`): a server that does not answer in time is treated as failed rather than
 /// stalling them.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Creating an empty chunk file is quick on a working server; a writer waits no longer
+/// than this for one that hangs (the chunk then starts with the copies that answered).
+const CREATE_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn check_index(index: u64) -> Result<(), FsError> {
     if index >= MAX_FILE_SIZE / CHUNK_SIZE {
@@ -170,8 +173,13 @@ impl Master {
         }
         let created = old.is_none();
         let version = old.map_or(1, |v| v + 1);
+        let timeout = if created {
+            CREATE_TIMEOUT
+        } else {
+            ORDER_TIMEOUT
+        };
         let chain = self
-            .fan_out(chunk, version, &servers, |mut client| async move {
+            .fan_out(chunk, version, &servers, timeout, |mut client| async move {
                 match old {
                     None => client
                         .create(CreateRequest {
@@ -245,15 +253,16 @@ impl Master {
         }
     }
 
-    /// Send one chunk order to each of `servers` at once. Returns the servers that carried
-    /// it out, in the given order (the first is the client's entry to the chain). A server
-    /// that failed or timed out may still carry it out later; it is remembered as suspect
-    /// at `version` so that copy is never trusted.
+    /// Send one chunk order to each of `servers` at once, each given `timeout`. Returns
+    /// the servers that carried it out, in the given order (the first is the client's
+    /// entry to the chain). A server that failed or timed out may still carry it out
+    /// later; it is remembered as suspect at `version` so that copy is never trusted.
     async fn fan_out<F, Fut>(
         &self,
         chunk: u64,
         version: u32,
         servers: &[u64],
+        timeout: Duration,
         call: F,
     ) -> Result<Vec<u64>, FsError>
     where
@@ -270,7 +279,7 @@ impl Master {
         let calls = clients.into_iter().map(|(s, (addr, client))| {
             let call = call(client);
             async move {
-                let r = match tokio::time::timeout(ORDER_TIMEOUT, call).await {
+                let r = match tokio::time::timeout(timeout, call).await {
                     Ok(r) => r.map_err(FsError::from),
                     Err(_) => Err(FsError::Unavailable(
                         "chunkserver did not answer in time".into(),
@@ -377,17 +386,23 @@ impl Master {
             Some((chunk, old, servers)) => {
                 let (new, length) = (old + 1, (size % CHUNK_SIZE) as u32);
                 let holders = self
-                    .fan_out(chunk, new, &servers, |mut client| async move {
-                        client
-                            .truncate(TruncateRequest {
-                                chunk_id: chunk,
-                                old_version: old,
-                                new_version: new,
-                                length,
-                            })
-                            .await
-                            .map(drop)
-                    })
+                    .fan_out(
+                        chunk,
+                        new,
+                        &servers,
+                        ORDER_TIMEOUT,
+                        |mut client| async move {
+                            client
+                                .truncate(TruncateRequest {
+                                    chunk_id: chunk,
+                                    old_version: old,
+                                    new_version: new,
+                                    length,
+                                })
+                                .await
+                                .map(drop)
+                        },
+                    )
                     .await?;
                 (chunk, new, holders)
             }
