@@ -85,15 +85,15 @@ fn chunks_move_from_a_full_server_to_an_empty_one() {
     // more would only swap the imbalance, so it must stop at 4 and 4.
     c.start_chunkserver(1);
     let both = [full.clone(), empty.clone()];
+    // The disks too: one file per chunk, the moved ones deleted from server 0 (deletions
+    // are sent in the background, after the master's view changed).
     wait_files(&c, "4 chunks moved to the empty server", &[ino], |info| {
-        held_by(info, &empty) == 4 && at_goal(info, 1, &both)
+        held_by(info, &empty) == 4
+            && at_goal(info, 1, &both)
+            && disks_at_goal(&c, info, 1, &content)
     });
     let info = file_info(&c.master_addr(), ino).expect("file info");
     assert_eq!((held_by(&info, &full), held_by(&info, &empty)), (4, 4));
-    assert!(
-        disks_at_goal(&c, &info, 1, &content),
-        "one file per chunk on the disks, the moved ones removed from server 0"
-    );
     let m = c.mount();
     let got = fs::read(m.join("f")).expect("read back");
     assert_same_bytes(&got, &content, "after rebalancing");
