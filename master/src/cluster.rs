@@ -493,6 +493,14 @@ impl Cluster {
             .collect()
     }
 
+    /// How long before `server` is given new chunks again (zero: now).
+    pub fn resting_for(&self, server: u64, now: Instant) -> Duration {
+        self.servers
+            .get(&server)
+            .and_then(|s| s.resting_until)
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
+    }
+
     /// An order to `server` timed out or could not be delivered: give it no new chunks for
     /// [`PLACEMENT_REST`] or until it registers again, so that a hung server holds up only
     /// the writes already bound to it, not every new chunk placed on it meanwhile.

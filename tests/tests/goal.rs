@@ -205,7 +205,7 @@ fn fileinfo_and_checkfile_show_every_chunk_and_copy() {
 
     let status = elkfs_ok(&["status", "--master", &c.master_addr()], &[]);
     assert!(
-        status.contains("MAINTENANCE  REPL_IN  REPL_OUT"),
+        status.contains("MAINTENANCE  RESTING  REPL_IN  REPL_OUT"),
         "{status}"
     );
     assert!(

@@ -35,13 +35,25 @@ fn a_hung_chunkserver_gets_no_more_new_chunks() {
     for (name, content) in &files {
         fs::write(m.join(name), content).unwrap_or_else(|e| panic!("write {name}: {e}"));
     }
+    // `elkfs status` shows which server rests, and only that one.
+    let resting: Vec<(String, bool)> = c
+        .status()
+        .expect("status")
+        .servers
+        .iter()
+        .map(|s| (s.addr.clone(), s.resting_secs > 0))
+        .collect();
+    let addr = c.chunkserver_addr(hung);
+    assert!(
+        resting.iter().all(|(a, r)| *r == (*a == addr)),
+        "resting servers: {resting:?}, hung: {addr}"
+    );
     c.signal_chunkserver(hung, libc::SIGCONT);
     for (name, content) in &files {
         let got = fs::read(m.join(name)).unwrap_or_else(|e| panic!("read {name}: {e}"));
         assert_same_bytes(&got, content, name);
     }
     let log = fs::read_to_string(c.log_path("master")).expect("master log");
-    let addr = c.chunkserver_addr(hung);
     let failed = log
         .lines()
         .filter(|l| l.contains("chunk order failed") && l.contains(&addr))

@@ -5,7 +5,7 @@ use crate::healer;
 use crate::planner;
 use elkfs_proto::admin::{HealthCell, ServerStatus, StatusReply};
 use elkfs_proto::FsError;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::info;
 
 impl Master {
@@ -15,6 +15,7 @@ impl Master {
         let grace = Duration::from_secs(self.config.replication_grace_secs);
         let (view, mut reply) = {
             let inner = self.lock();
+            let now = Instant::now();
             let mut servers: Vec<ServerStatus> = inner
                 .cluster
                 .servers
@@ -32,6 +33,7 @@ impl Master {
                     listed_chunks: s.listed_chunks,
                     replications_in: s.replications_in,
                     replications_out: s.replications_out,
+                    resting_secs: inner.cluster.resting_for(s.id, now).as_secs_f64().ceil() as u64,
                 })
                 .collect();
             servers.sort_by_key(|s| s.server_id);

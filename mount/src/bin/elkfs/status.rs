@@ -57,6 +57,10 @@ fn render(r: &StatusReply) -> String {
                 human_bytes(s.total_bytes),
                 s.chunks.to_string(),
                 yes_no(s.maintenance),
+                match s.resting_secs {
+                    0 => "-".to_owned(),
+                    n => format!("{n}s"),
+                },
                 s.replications_in.to_string(),
                 s.replications_out.to_string(),
             ]
@@ -70,6 +74,7 @@ fn render(r: &StatusReply) -> String {
         "TOTAL",
         "CHUNKS",
         "MAINTENANCE",
+        "RESTING",
         "REPL_IN",
         "REPL_OUT",
     ];
@@ -186,6 +191,7 @@ mod tests {
                 avail_bytes: 0,
                 chunks: 2,
                 maintenance: true,
+                resting_secs: 27,
                 replications_in: 4,
                 replications_out: 15,
                 ..Default::default()
@@ -196,8 +202,8 @@ mod tests {
         assert!(text.contains("metadata version  7"));
         assert!(
             text.contains(
-                "ID  ADDRESS         CONNECTED  USED     TOTAL     CHUNKS  MAINTENANCE  REPL_IN  REPL_OUT\n\
-                 1   127.0.0.1:9530  yes        1.5 KiB  10.0 GiB  2       yes          4        15\n"
+                "ID  ADDRESS         CONNECTED  USED     TOTAL     CHUNKS  MAINTENANCE  RESTING  REPL_IN  REPL_OUT\n\
+                 1   127.0.0.1:9530  yes        1.5 KiB  10.0 GiB  2       yes          27s      4        15\n"
             ),
             "{text}"
         );
