@@ -23,7 +23,7 @@ mod process;
 
 pub use admin::admin_status;
 pub use bins::bin;
-pub use cluster::{next_loopback_ip, Cluster, Opts};
+pub use cluster::{next_loopback_ip, Cluster, Opts, START_TIMEOUT};
 pub use elkfs_proto::admin::StatusReply;
 pub use mount::Mount;
 pub use process::Daemon;

@@ -1,10 +1,11 @@
 //! A chunkserver that hangs (SIGSTOP: still connected and registered, but silent) holds
 //! up only the writes already bound to it: once an order to it has timed out, new chunks
-//! go to the other servers. Reads of a chunk with another copy go there.
+//! go to the other servers. Reads of a chunk with another copy go there. Deletions on the
+//! other servers do not wait for it.
 
 use elkfs_tests::copies::{ino, read_locations};
 use elkfs_tests::fsutil::{assert_same_bytes, Rng};
-use elkfs_tests::{Cluster, Opts};
+use elkfs_tests::{Cluster, Opts, START_TIMEOUT};
 use std::fs;
 use std::time::{Duration, Instant};
 
@@ -92,4 +93,47 @@ fn a_read_goes_to_another_copy_when_the_first_server_hangs() {
         took < HUNG_CONNECTION_NOTICED,
         "the read waited {took:?} for the hung server"
     );
+}
+
+#[test]
+fn deletions_on_the_other_servers_go_on_while_one_server_hangs() {
+    const FILES: usize = 12;
+    let c = cluster(3);
+    let m = c.mount();
+    for i in 0..FILES {
+        fs::write(m.join(format!("f{i}")), vec![i as u8; 1000]).expect("write");
+    }
+    c.wait_for(
+        "a copy of every file on every server",
+        START_TIMEOUT,
+        || (0..3).all(|s| c.chunk_files(s).len() == FILES),
+    );
+    let hung = 1;
+    c.signal_chunkserver(hung, libc::SIGSTOP);
+    let stopped = Instant::now();
+    // Each unlink apart from the others: one deletion order per file to every server,
+    // more orders than the master once sent at a time.
+    for i in 0..FILES {
+        fs::remove_file(m.join(format!("f{i}"))).expect("unlink");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    c.wait_for(
+        "the copies on the healthy servers deleted",
+        START_TIMEOUT,
+        || c.chunk_files(0).is_empty() && c.chunk_files(2).is_empty(),
+    );
+    let took = stopped.elapsed();
+    c.signal_chunkserver(hung, libc::SIGCONT);
+    // HTTP/2 keep-alive gives up on the hung connection at the earliest 10 s after the
+    // stop; deletions done before then did not wait for it.
+    assert!(
+        took < Duration::from_secs(9),
+        "the healthy servers' deletions waited {took:?} for the hung server"
+    );
+    c.wait_for(
+        "the hung server's copies deleted once it runs again",
+        START_TIMEOUT,
+        || c.chunk_files(hung).is_empty(),
+    );
+    c.assert_daemons_alive("a chunkserver hung while files were deleted");
 }
