@@ -1,11 +1,19 @@
 //! gRPC connection settings sized for MiB payloads: large HTTP/2 windows (the 64 KiB
 //! default would stall every 1 MiB write on window updates) and matching message limits.
 
+use crate::coalesce::Coalescing;
 use crate::limits::MAX_MESSAGE;
 use crate::{admin, chunk, feed, meta, registry, FsError};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::net::TcpStream;
 use tokio::runtime::Handle;
+use tonic::codegen::http::Uri;
+use tonic::codegen::Service;
 use tonic::transport::{Channel, Endpoint, Server};
 
 const STREAM_WINDOW: u32 = 16 << 20;
@@ -37,7 +45,39 @@ pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
 
 /// A lazily connecting channel to `addr`.
 pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(endpoint(addr)?.connect_lazy())
+    Ok(endpoint(addr)?.connect_with_connector_lazy(Connect))
+}
+
+/// Opens the TCP connections of a channel, sending through [`Coalescing`].
+#[derive(Clone, Copy)]
+struct Connect;
+
+type Connection = TokioIo<Coalescing<TcpStream>>;
+
+impl Service<Uri> for Connect {
+    type Response = Connection;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Connection>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        Box::pin(async move {
+            let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{uri}: no host and port"),
+                ));
+            };
+            // An IPv6 literal comes bracketed in a URI.
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let stream = TcpStream::connect((host, port)).await?;
+            stream.set_nodelay(true)?;
+            Ok(TokioIo::new(Coalescing::new(stream)))
+        })
+    }
 }
 
 /// A lazily connecting channel to `addr` whose connection tasks run on [`rpc_runtime`]:
