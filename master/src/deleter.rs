@@ -23,8 +23,9 @@ pub struct Deletion {
 
 /// How long the first deletion waits for others to go in the same order.
 const GATHER: Duration = Duration::from_millis(100);
-/// Copies named in one order at most.
-const MAX_PER_ORDER: usize = 4096;
+/// Copies named in one order at most: even at 10 ms per file removed (a slow disk) an
+/// order ends well within [`ORDER_TIMEOUT`].
+const MAX_PER_ORDER: usize = 1024;
 /// An order not answered by then failed; a stuck disk can keep a connection alive.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Wait before the first retry of a failed order; doubled up to [`RETRY_MAX`].
