@@ -65,12 +65,13 @@ impl Service<Uri> for Connect {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         Box::pin(async move {
-            let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else {
+            let Some(host) = uri.host() else {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
-                    format!("{uri}: no host and port"),
+                    format!("{uri}: no host"),
                 ));
             };
+            let port = uri.port_u16().unwrap_or(80);
             // An IPv6 literal comes bracketed in a URI.
             let host = host.trim_start_matches('[').trim_end_matches(']');
             let stream = TcpStream::connect((host, port)).await?;
