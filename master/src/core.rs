@@ -119,10 +119,10 @@ impl Master {
             return Err(FsError::Io("metadata log is not writable".into()));
         }
         let version = inner.state.version + 1;
-        let touched = self
-            .notifier
-            .watched()
-            .then(|| notices::touched(&inner.state, version, &op));
+        let touched = self.notifier.watched().then(|| notices::Touched {
+            origin: notices::ORIGIN.try_with(|s| *s).unwrap_or(0),
+            ..notices::touched(&inner.state, version, &op)
+        });
         let rec = Record { op: Some(op) };
         let effects = inner.state.apply(version, &rec)?;
         if let Some(t) = touched {

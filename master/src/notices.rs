@@ -17,12 +17,21 @@ use tracing::debug;
 /// Changes a watcher may fall behind before it is told to forget everything.
 const BACKLOG: usize = 4096;
 
+tokio::task_local! {
+    /// The mount session whose request is being handled (0: none), set by
+    /// [`crate::service::Origin`].
+    pub static ORIGIN: u64;
+}
+
 /// What one committed change touched.
 #[derive(Debug, Default, PartialEq)]
 pub struct Touched {
     pub notices: Vec<Notice>,
     /// More than can be listed: every cached copy is stale.
     pub reset: bool,
+    /// The mount session that made the change (0: none): its reply showed the change, so
+    /// it is not sent these notices.
+    pub origin: u64,
 }
 
 /// What `op`, about to be applied to `state` as `version`, touches.
@@ -65,8 +74,8 @@ pub fn touched(state: &State, version: u64, op: &Op) -> Touched {
         Op::WriteEnd(r) => vec![inode(r.ino)],
         Op::SetGoal(r) if r.recursive => {
             return Touched {
-                notices: Vec::new(),
                 reset: true,
+                ..Touched::default()
             }
         }
         Op::SetGoal(r) => vec![inode(r.ino)],
@@ -78,7 +87,7 @@ pub fn touched(state: &State, version: u64, op: &Op) -> Touched {
     };
     Touched {
         notices,
-        reset: false,
+        ..Touched::default()
     }
 }
 
@@ -133,8 +142,9 @@ pub const WATCH_QUEUE: usize = 16;
 /// its cache when the stream goes quiet for longer (see `elkfs_mount::entry_cache`).
 const WATCH_TICK: Duration = Duration::from_millis(250);
 
-/// Sends `Notices` to one watching mount until it goes away or this master is superseded.
-pub async fn watch(master: Arc<Master>, tx: mpsc::Sender<Result<Notices, Status>>) {
+/// Sends `Notices` to one watching mount (of `session`, 0 if unknown) until it goes away
+/// or this master is superseded. Changes the mount made itself are left out.
+pub async fn watch(master: Arc<Master>, session: u64, tx: mpsc::Sender<Result<Notices, Status>>) {
     let mut rx = master.notifier.subscribe();
     let mut tick = tokio::time::interval(WATCH_TICK);
     let closed = master.notifier.closed();
@@ -144,12 +154,25 @@ pub async fn watch(master: Arc<Master>, tx: mpsc::Sender<Result<Notices, Status>
         tokio::select! {
             changed = rx.recv() => match changed {
                 Ok(t) => {
-                    out.reset = t.reset;
-                    out.notices.extend(t.notices.iter().cloned());
                     // Everything else already waiting goes in the same message.
-                    while let Ok(t) = rx.try_recv() {
+                    let mut next = Some(t);
+                    while let Some(t) = next {
                         out.reset |= t.reset;
-                        out.notices.extend(t.notices.iter().cloned());
+                        if session == 0 || t.origin != session {
+                            out.notices.extend(t.notices.iter().cloned());
+                        }
+                        next = match rx.try_recv() {
+                            Ok(t) => Some(t),
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                debug!(dropped = n, "watcher fell behind: told to reset");
+                                out.reset = true;
+                                None
+                            }
+                            Err(_) => None,
+                        };
+                    }
+                    if !out.reset && out.notices.is_empty() {
+                        continue;
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {

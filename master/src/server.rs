@@ -3,7 +3,7 @@
 
 use crate::core::Master;
 use crate::fence;
-use crate::service::{AdminService, FeedService, MetaService, RegistryService};
+use crate::service::{AdminService, FeedService, MetaService, Origin, RegistryService};
 use elkfs_proto::transport;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -22,10 +22,10 @@ pub async fn serve(master: Arc<Master>, listener: TcpListener) -> anyhow::Result
     // delayed ACK, adding ~40 ms to every synchronously replicated operation.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     transport::server()
-        .add_service(fenced(
+        .add_service(Origin(fenced(
             &master,
             transport::meta_service(MetaService(master.clone())),
-        ))
+        )))
         .add_service(fenced(
             &master,
             transport::registry_service(RegistryService(master.clone())),

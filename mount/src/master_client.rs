@@ -15,7 +15,8 @@ use elkfs_proto::meta::{
     OpenRequest, ReadDirReply, ReadDirRequest, ReleaseRequest, RenameRequest, SetAttrRequest,
     StatFsReply, SymlinkRequest, WriteEndRequest,
 };
-use elkfs_proto::{transport, FsError};
+use elkfs_proto::transport::{self, from_session};
+use elkfs_proto::FsError;
 use futures::future::join_all;
 use std::cmp::Reverse;
 use std::collections::HashMap;
@@ -68,8 +69,8 @@ macro_rules! rpc {
         $self
             .call(
                 stringify!($method),
-                move |mut c: MetaClient<Channel>, _session: u64| {
-                    let req = req.clone();
+                move |mut c: MetaClient<Channel>, session: u64| {
+                    let req = from_session(req.clone(), session);
                     async move { c.$method(req).await }
                 },
             )
@@ -83,6 +84,7 @@ macro_rules! rpc {
                 move |mut c: MetaClient<Channel>, session: u64| {
                     let mut req = req.clone();
                     req.session = session;
+                    let req = from_session(req, session);
                     async move { c.$method(req).await }
                 },
             )

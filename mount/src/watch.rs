@@ -7,6 +7,7 @@
 use crate::kernel::KernelCache;
 use crate::master_client::Master;
 use elkfs_proto::meta::WatchRequest;
+use elkfs_proto::transport::from_session;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::debug;
@@ -16,7 +17,10 @@ const RETRY: Duration = Duration::from_millis(200);
 
 pub async fn follow(master: Arc<Master>, kernel: KernelCache) {
     loop {
-        match master.client().watch(WatchRequest {}).await {
+        // The master leaves out the notices of this session's own changes: their replies
+        // showed them.
+        let req = from_session(WatchRequest {}, master.session());
+        match master.client().watch(req).await {
             Ok(stream) => {
                 let mut stream = stream.into_inner();
                 loop {

@@ -16,6 +16,18 @@ use tonic::codegen::http::Uri;
 use tonic::codegen::Service;
 use tonic::transport::{Channel, Endpoint, Server};
 
+/// The request header naming the mount session a Meta request comes from.
+pub const SESSION_HEADER: &str = "elkfs-session";
+
+/// `msg` as a request from mount session `session` (0: none yet).
+pub fn from_session<T>(msg: T, session: u64) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if session != 0 {
+        r.metadata_mut().insert(SESSION_HEADER, session.into());
+    }
+    r
+}
+
 const STREAM_WINDOW: u32 = 16 << 20;
 const CONNECTION_WINDOW: u32 = 64 << 20;
 /// Largest HTTP/2 frame either side accepts. With the 16 KiB default a 1 MiB message took

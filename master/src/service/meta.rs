@@ -148,7 +148,8 @@ impl Meta for MetaService {
         _r: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (tx, rx) = mpsc::channel(WATCH_QUEUE);
-        tokio::spawn(notices::watch(self.0.clone(), tx).in_current_span());
+        let session = notices::ORIGIN.try_with(|s| *s).unwrap_or(0);
+        tokio::spawn(notices::watch(self.0.clone(), session, tx).in_current_span());
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -4,11 +4,13 @@
 mod admin;
 mod feed;
 mod meta;
+mod origin;
 mod registry;
 
 pub use admin::AdminService;
 pub use feed::FeedService;
 pub use meta::MetaService;
+pub use origin::Origin;
 pub use registry::RegistryService;
 
 use elkfs_proto::FsError;
