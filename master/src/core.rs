@@ -119,10 +119,14 @@ impl Master {
             return Err(FsError::Io("metadata log is not writable".into()));
         }
         let version = inner.state.version + 1;
-        let touched = self.notifier.watched().then(|| notices::Touched {
-            origin: notices::ORIGIN.try_with(|s| *s).unwrap_or(0),
-            ..notices::touched(&inner.state, version, &op)
-        });
+        let origin = notices::ORIGIN.try_with(|s| *s).unwrap_or(0);
+        let touched = self
+            .notifier
+            .watched_by_other_than(origin)
+            .then(|| notices::Touched {
+                origin,
+                ..notices::touched(&inner.state, version, &op)
+            });
         let rec = Record { op: Some(op) };
         let effects = inner.state.apply(version, &rec)?;
         if let Some(t) = touched {

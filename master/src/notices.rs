@@ -8,7 +8,8 @@ use crate::core::Master;
 use crate::state::State;
 use elkfs_proto::changelog::record::Op;
 use elkfs_proto::meta::{Notice, Notices};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 use tonic::Status;
@@ -97,6 +98,14 @@ pub struct Notifier {
     /// Turned true at shutdown: watch streams never end by themselves, and the server
     /// waits for open streams to end.
     closing: watch::Sender<bool>,
+    watchers: Watchers,
+}
+
+/// Open watch streams, counted by the session they watch for (0: none named).
+type Watchers = Arc<Mutex<HashMap<u64, usize>>>;
+
+fn count(watchers: &Watchers) -> MutexGuard<'_, HashMap<u64, usize>> {
+    watchers.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Default for Notifier {
@@ -104,6 +113,26 @@ impl Default for Notifier {
         Notifier {
             tx: broadcast::channel(BACKLOG).0,
             closing: watch::channel(false).0,
+            watchers: Watchers::default(),
+        }
+    }
+}
+
+/// One watch stream's receiver, counted among the watchers while it lives.
+pub struct Subscription {
+    pub rx: broadcast::Receiver<Arc<Touched>>,
+    session: u64,
+    watchers: Watchers,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut w = count(&self.watchers);
+        if let Some(n) = w.get_mut(&self.session) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&self.session);
+            }
         }
     }
 }
@@ -119,13 +148,19 @@ impl Notifier {
         let _ = self.closing.subscribe().wait_for(|c| *c).await;
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Touched>> {
-        self.tx.subscribe()
+    pub fn subscribe(&self, session: u64) -> Subscription {
+        *count(&self.watchers).entry(session).or_default() += 1;
+        Subscription {
+            rx: self.tx.subscribe(),
+            session,
+            watchers: self.watchers.clone(),
+        }
     }
 
-    /// Whether anyone watches: nothing needs to be worked out otherwise.
-    pub fn watched(&self) -> bool {
-        self.tx.receiver_count() > 0
+    /// Whether a change made by `origin` is news to anyone: nothing needs to be worked
+    /// out otherwise (a lone mount's own changes wake no watch task).
+    pub fn watched_by_other_than(&self, origin: u64) -> bool {
+        count(&self.watchers).keys().any(|&s| s == 0 || s != origin)
     }
 
     pub fn publish(&self, t: Touched) {
@@ -145,14 +180,14 @@ const WATCH_TICK: Duration = Duration::from_millis(250);
 /// Sends `Notices` to one watching mount (of `session`, 0 if unknown) until it goes away
 /// or this master is superseded. Changes the mount made itself are left out.
 pub async fn watch(master: Arc<Master>, session: u64, tx: mpsc::Sender<Result<Notices, Status>>) {
-    let mut rx = master.notifier.subscribe();
+    let mut sub = master.notifier.subscribe(session);
     let mut tick = tokio::time::interval(WATCH_TICK);
     let closed = master.notifier.closed();
     tokio::pin!(closed);
     loop {
         let mut out = Notices::default();
         tokio::select! {
-            changed = rx.recv() => match changed {
+            changed = sub.rx.recv() => match changed {
                 Ok(t) => {
                     // Everything else already waiting goes in the same message.
                     let mut next = Some(t);
@@ -161,7 +196,7 @@ pub async fn watch(master: Arc<Master>, session: u64, tx: mpsc::Sender<Result<No
                         if session == 0 || t.origin != session {
                             out.notices.extend(t.notices.iter().cloned());
                         }
-                        next = match rx.try_recv() {
+                        next = match sub.rx.try_recv() {
                             Ok(t) => Some(t),
                             Err(broadcast::error::TryRecvError::Lagged(n)) => {
                                 debug!(dropped = n, "watcher fell behind: told to reset");
