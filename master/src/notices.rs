@@ -104,7 +104,7 @@ pub struct Notifier {
 /// Open watch streams, counted by the session they watch for (0: none named).
 type Watchers = Arc<Mutex<HashMap<u64, usize>>>;
 
-fn count(watchers: &Watchers) -> MutexGuard<'_, HashMap<u64, usize>> {
+fn lock_watchers(watchers: &Watchers) -> MutexGuard<'_, HashMap<u64, usize>> {
     watchers.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -127,7 +127,7 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut w = count(&self.watchers);
+        let mut w = lock_watchers(&self.watchers);
         if let Some(n) = w.get_mut(&self.session) {
             *n -= 1;
             if *n == 0 {
@@ -149,7 +149,7 @@ impl Notifier {
     }
 
     pub fn subscribe(&self, session: u64) -> Subscription {
-        *count(&self.watchers).entry(session).or_default() += 1;
+        *lock_watchers(&self.watchers).entry(session).or_default() += 1;
         Subscription {
             rx: self.tx.subscribe(),
             session,
@@ -160,7 +160,9 @@ impl Notifier {
     /// Whether a change made by `origin` is news to anyone: nothing needs to be worked
     /// out otherwise (a lone mount's own changes wake no watch task).
     pub fn watched_by_other_than(&self, origin: u64) -> bool {
-        count(&self.watchers).keys().any(|&s| s == 0 || s != origin)
+        lock_watchers(&self.watchers)
+            .keys()
+            .any(|&s| s == 0 || s != origin)
     }
 
     pub fn publish(&self, t: Touched) {
