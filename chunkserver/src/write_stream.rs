@@ -17,9 +17,10 @@ use elkfs_proto::FsError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-use tonic::{Status, Streaming};
+use tonic::{Response, Status, Streaming};
 use tracing::Instrument;
 
 /// Bytes one stream may have received but not yet acked (1 MiB writes: ~32 in flight).
@@ -111,16 +112,61 @@ type LocalResult = Result<(u64, OwnedSemaphorePermit), Status>;
 /// The ack side of the stream to the next server; the reader holds the sending side.
 struct Downstream {
     addr: String,
-    acks: Streaming<WriteAck>,
+    acks: Acks,
 }
 
-async fn open_downstream(
+enum Acks {
+    /// The call is still starting: forwarding goes on meanwhile, since HTTP/2 sends the
+    /// request stream without waiting for the response headers (a hop's round trip saved
+    /// on every new write stream).
+    Starting(JoinHandle<Result<Response<Streaming<WriteAck>>, Status>>),
+    Open(Box<Streaming<WriteAck>>),
+}
+
+impl Downstream {
+    fn who(&self) -> String {
+        format!("chain server {}", self.addr)
+    }
+
+    /// The next ack, or `None` at the end of the stream; errors name the server.
+    async fn next(&mut self) -> Result<Option<WriteAck>, Status> {
+        let who = self.who();
+        loop {
+            match &mut self.acks {
+                Acks::Open(acks) => {
+                    return acks.message().await.map_err(|s| failed_at(&who, s.into()))
+                }
+                Acks::Starting(call) => {
+                    let started = call.await.map_err(|e| {
+                        Status::internal(format!("downstream call task failed: {e}"))
+                    })?;
+                    let acks = started.map_err(|s| failed_at(&who, s.into()))?;
+                    self.acks = Acks::Open(Box::new(acks.into_inner()));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Downstream {
+    fn drop(&mut self) {
+        if let Acks::Starting(call) = &self.acks {
+            call.abort();
+        }
+    }
+}
+
+/// Starts the stream to the next server in the chain, to be fed through the returned
+/// sender.
+fn open_downstream(
     ctx: &Context,
     start: &WriteStart,
 ) -> Result<(Downstream, mpsc::Sender<WriteMessage>), Status> {
     let addr = start.chain[0].clone();
-    let who = format!("chain server {addr}");
-    let ch = ctx.peers.channel(&addr).map_err(|e| failed_at(&who, e))?;
+    let ch = ctx
+        .peers
+        .channel(&addr)
+        .map_err(|e| failed_at(&format!("chain server {addr}"), e))?;
     let mut client = elkfs_proto::transport::chunk_client(ch);
     let (tx, rx) = mpsc::channel(QUEUE);
     let first = WriteMessage {
@@ -130,15 +176,17 @@ async fn open_downstream(
             chain: start.chain[1..].to_vec(),
         })),
     };
-    tx.send(first)
-        .await
-        .map_err(|_| Status::internal("downstream queue closed before start"))?;
-    let acks = client
-        .write(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| failed_at(&who, FsError::from(s)))?
-        .into_inner();
-    Ok((Downstream { addr, acks }, tx))
+    tx.try_send(first)
+        .map_err(|_| Status::internal("downstream queue full before start"))?;
+    let call =
+        tokio::spawn(async move { client.write(ReceiverStream::new(rx)).await }.in_current_span());
+    Ok((
+        Downstream {
+            addr,
+            acks: Acks::Starting(call),
+        },
+        tx,
+    ))
 }
 
 async fn session(
@@ -164,6 +212,14 @@ async fn session(
     span.record("chunk", hex(id));
     span.record("version", version);
 
+    // Downstream first: its call starts while the local chunk file opens.
+    let (mut downstream, down_tx) = match start.chain.is_empty() {
+        true => (None, None),
+        false => {
+            let (d, tx) = open_downstream(&ctx, &start)?;
+            (Some(d), Some(tx))
+        }
+    };
     let store = ctx.store.clone();
     let writer = blocking(move || store.writer(id, version))
         .await
@@ -171,13 +227,6 @@ async fn session(
             ctx.note_damage(&e, id, version);
             failed_at(&me, e)
         })?;
-    let (mut downstream, down_tx) = match start.chain.is_empty() {
-        true => (None, None),
-        false => {
-            let (d, tx) = open_downstream(&ctx, &start).await?;
-            (Some(d), Some(tx))
-        }
-    };
     let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES));
     let (job_tx, job_rx) = mpsc::channel(QUEUE);
     let (res_tx, mut res_rx) = mpsc::channel::<LocalResult>(QUEUE);
@@ -328,22 +377,20 @@ async fn ack_in_order(
     while let Some(res) = results.recv().await {
         let (seq, permit) = res?;
         if let Some(d) = downstream.as_deref_mut() {
-            let who = format!("chain server {}", d.addr);
-            match d.acks.message().await {
-                Ok(Some(ack)) if ack.seq == seq => {}
-                Ok(Some(ack)) => {
+            match d.next().await? {
+                Some(ack) if ack.seq == seq => {}
+                Some(ack) => {
                     return Err(failed_at(
-                        &who,
+                        &d.who(),
                         FsError::Io(format!("acked seq {} where {seq} was due", ack.seq)),
                     ))
                 }
-                Ok(None) => {
+                None => {
                     return Err(failed_at(
-                        &who,
+                        &d.who(),
                         FsError::Unavailable(format!("stream ended before seq {seq} was acked")),
                     ))
                 }
-                Err(s) => return Err(failed_at(&who, FsError::from(s))),
             }
         }
         if ack_tx.send(Ok(WriteAck { seq })).await.is_err() {
@@ -354,16 +401,11 @@ async fn ack_in_order(
     }
     // Everything is acked; wait for downstream to finish cleanly so its errors surface.
     if let Some(d) = downstream {
-        let who = format!("chain server {}", d.addr);
-        match d.acks.message().await {
-            Ok(None) => {}
-            Ok(Some(ack)) => {
-                return Err(failed_at(
-                    &who,
-                    FsError::Io(format!("acked seq {} that was never sent", ack.seq)),
-                ))
-            }
-            Err(s) => return Err(failed_at(&who, FsError::from(s))),
+        if let Some(ack) = d.next().await? {
+            return Err(failed_at(
+                &d.who(),
+                FsError::Io(format!("acked seq {} that was never sent", ack.seq)),
+            ));
         }
     }
     Ok(())
