@@ -130,18 +130,16 @@ impl Downstream {
 
     /// The next ack, or `None` at the end of the stream; errors name the server.
     async fn next(&mut self) -> Result<Option<WriteAck>, Status> {
-        let who = self.who();
+        let Downstream { addr, acks } = self;
+        let named = |s: Status| failed_at(&format!("chain server {addr}"), s.into());
         loop {
-            match &mut self.acks {
-                Acks::Open(acks) => {
-                    return acks.message().await.map_err(|s| failed_at(&who, s.into()))
-                }
+            match acks {
+                Acks::Open(open) => return open.message().await.map_err(named),
                 Acks::Starting(call) => {
                     let started = call.await.map_err(|e| {
                         Status::internal(format!("downstream call task failed: {e}"))
                     })?;
-                    let acks = started.map_err(|s| failed_at(&who, s.into()))?;
-                    self.acks = Acks::Open(Box::new(acks.into_inner()));
+                    *acks = Acks::Open(Box::new(started.map_err(named)?.into_inner()));
                 }
             }
         }
