@@ -48,6 +48,11 @@ impl ChunkFile {
             .write(true)
             .create_new(true)
             .open(path)?;
+        ChunkFile::init(file, id, version)
+    }
+
+    /// Makes the empty `file` (opened for reading and writing) an empty chunk.
+    pub fn init(file: File, id: u64, version: u32) -> Result<ChunkFile, ChunkError> {
         let mut header = vec![0u8; HEADER_SIZE as usize];
         header[0..8].copy_from_slice(MAGIC);
         header[8..16].copy_from_slice(&id.to_le_bytes());

@@ -4,8 +4,10 @@
 //! `spawn_blocking`, never on a reactor thread.
 //!
 //! [`reader`]: verified whole-block reads for Fetch and scrub; [`incoming`]: replicas being
-//! received, in temporary files until complete; `totals`: counts and bucket digests.
+//! received, in temporary files until complete; [`blanks`]: empty files made ahead for new
+//! chunks; `totals`: counts and bucket digests.
 
+pub mod blanks;
 mod incoming;
 mod reader;
 mod totals;
@@ -15,6 +17,7 @@ pub use reader::ChunkReader;
 
 use crate::chunk_file::{ChunkError, ChunkFile, HEADER_SIZE};
 use crate::index::{Index, IndexEntry, IndexError, CLEAN_MARKER};
+use blanks::Blanks;
 use elkfs_proto::buckets::{bucket_of, Digest, BUCKETS};
 use elkfs_proto::limits::{CHUNK_SIZE, MAX_IO};
 use elkfs_proto::registry::{ChunkInfo, Space};
@@ -42,6 +45,8 @@ pub enum StoreError {
     },
     #[error("chunk index: {0}")]
     Index(#[from] IndexError),
+    #[error("cannot start the thread that makes blank chunk files: {0}")]
+    Thread(std::io::Error),
     #[error("clean marker {path}: {source}")]
     Marker {
         path: PathBuf,
@@ -97,6 +102,7 @@ pub struct Store {
     index: Index,
     next_generation: AtomicU64,
     totals: Mutex<Totals>,
+    blanks: Arc<Blanks>,
 }
 
 /// An open chunk for a write stream: the descriptor is kept for the whole stream, every
@@ -201,6 +207,7 @@ impl Store {
                 std::fs::create_dir_all(root.join(format!("{b:02X}"))).map_err(dir_err)?;
             }
             clear_tmp(&root.join(TMP_DIR)).map_err(dir_err)?;
+            blanks::prepare(root).map_err(dir_err)?;
             let dev = std::fs::metadata(root).map_err(dir_err)?.dev();
             disks.push(Disk {
                 root: root.clone(),
@@ -275,8 +282,10 @@ impl Store {
                 }),
             );
         }
+        let blanks = Blanks::start(dirs).map_err(StoreError::Thread)?;
         tracing::info!(chunks = map.len(), disks = disks.len(), "chunk store ready");
         Ok(Store {
+            blanks,
             disks,
             reserve,
             slots: Mutex::new(map),
@@ -432,7 +441,12 @@ impl Store {
             }
             let disk = self.pick_disk(0)?;
             let path = self.path(id, version, disk);
-            match ChunkFile::create(&path, id, version) {
+            let made = match self.blanks.claim(disk, &path) {
+                Ok(Some(file)) => ChunkFile::init(file, id, version),
+                Ok(None) => ChunkFile::create(&path, id, version),
+                Err(e) => Err(ChunkError::Io(e)),
+            };
+            match made {
                 Ok(_) => {}
                 Err(ChunkError::Io(io)) if io.kind() == std::io::ErrorKind::AlreadyExists => {
                     return Err(FsError::Exists)

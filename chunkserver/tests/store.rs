@@ -1,9 +1,12 @@
 //! Store-level tests: orders, version handling, damage, reserve, and index trust/rebuild.
 
 use elkfs_chunkserver::chunk_file::HEADER_SIZE;
+use elkfs_chunkserver::store::blanks::BLANKS_DIR;
 use elkfs_chunkserver::store::{chunk_file_name, Store};
 use elkfs_proto::limits::BLOCK_SIZE;
 use elkfs_proto::FsError;
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,6 +36,42 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
 fn write(store: &Store, id: u64, version: u32, offset: u64, data: &[u8]) {
     let w = store.writer(id, version).unwrap();
     store.write(&w, offset, data).unwrap();
+}
+
+/// Waits up to 5 s for `done`, which the store's background thread makes true.
+fn eventually(done: impl Fn() -> bool) -> bool {
+    for _ in 0..500 {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    done()
+}
+
+#[test]
+fn a_new_chunk_is_a_blank_file_made_ahead() {
+    let (dir, store) = fresh();
+    let blanks = dir.path().join(BLANKS_DIR);
+    let ready = || -> HashSet<u64> {
+        std::fs::read_dir(&blanks)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().ino())
+            .collect()
+    };
+    assert!(eventually(|| ready().len() == 16));
+    let before = ready();
+    store.create(7, 1).unwrap();
+    let path = chunk_path(dir.path(), 7, 1);
+    let made = || std::fs::metadata(&path).unwrap();
+    assert!(before.contains(&made().ino()));
+    assert!(
+        eventually(|| made().nlink() == 1),
+        "the blank's own name goes"
+    );
+    let data = pattern(70_000, 3);
+    write(&store, 7, 1, 0, &data);
+    assert_eq!(store.read(7, 1, 0, data.len() as u64).unwrap(), data);
 }
 
 #[test]
