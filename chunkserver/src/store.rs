@@ -206,7 +206,9 @@ impl Store {
             for b in 0..=255u8 {
                 std::fs::create_dir_all(root.join(format!("{b:02X}"))).map_err(dir_err)?;
             }
-            clear_tmp(&root.join(TMP_DIR)).map_err(dir_err)?;
+            for path in empty_dir(&root.join(TMP_DIR)).map_err(dir_err)? {
+                tracing::info!(file = %path.display(), "removed an unfinished replica");
+            }
             blanks::prepare(root).map_err(dir_err)?;
             let dev = std::fs::metadata(root).map_err(dir_err)?.dev();
             disks.push(Disk {
@@ -755,14 +757,16 @@ impl Store {
 
 /// Creates the temporary directory, or removes what a crash left in it: replicas that were
 /// never completed.
-fn clear_tmp(dir: &Path) -> std::io::Result<()> {
+/// Makes `dir`, or removes every file in it; returns what it removed.
+fn empty_dir(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
+    let mut removed = Vec::new();
     for ent in std::fs::read_dir(dir)? {
         let path = ent?.path();
-        tracing::info!(file = %path.display(), "removing an unfinished replica");
         std::fs::remove_file(&path)?;
+        removed.push(path);
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// Identifies the data directory list, in order: the index's disk numbers are only

@@ -124,12 +124,7 @@ impl Blanks {
 /// Makes the blanks directory of data directory `root`, or empties it: a blank left by a
 /// crash may already be linked as a chunk.
 pub fn prepare(root: &Path) -> io::Result<()> {
-    let dir = root.join(BLANKS_DIR);
-    std::fs::create_dir_all(&dir)?;
-    for ent in std::fs::read_dir(&dir)? {
-        std::fs::remove_file(ent?.path())?;
-    }
-    Ok(())
+    super::empty_dir(&root.join(BLANKS_DIR)).map(drop)
 }
 
 fn refill_while_alive(blanks: Weak<Blanks>) {
