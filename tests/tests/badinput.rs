@@ -308,6 +308,20 @@ fn master_rejects_bad_requests() {
             .await,
             "write end past 2^63",
         );
+        // What keeps a new chunk handed out before its record was durable safe: a
+        // WriteEnd for a chunk the file does not have there fails and changes nothing.
+        assert_clean_error(
+            meta.write_end(WriteEndRequest {
+                ino: file,
+                index: 0,
+                chunk_id: 1 << 40,
+                session,
+                file_size: 1 << 20,
+                ..Default::default()
+            })
+            .await,
+            "write end of a chunk the file does not have",
+        );
         // Out-of-range nanoseconds in explicit times are clamped, never stored.
         let odd = Timespec {
             sec: -1,

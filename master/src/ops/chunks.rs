@@ -237,7 +237,14 @@ impl Master {
         };
         match committed {
             Ok((v, reply)) => {
-                self.durable(v).await?;
+                // A new chunk is handed out before its record is on disk: its id is
+                // reserved durably, so never reused, and a WriteEnd (which makes its data
+                // count) fails if a crash lost the record. A version bump still waits:
+                // WriteEnd checks only the chunk id, and after such a crash the copies at
+                // the older version would serve the written range.
+                if !created {
+                    self.durable(v).await?;
+                }
                 Ok(reply)
             }
             Err(e) => {
