@@ -41,7 +41,7 @@ impl Peers {
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
         }
-        let ch = elkfs_proto::transport::channel(addr)
+        let ch = elkfs_proto::transport::data_channel(addr)
             .map_err(|e| FsError::Invalid(format!("bad chain address {addr:?}: {e}")))?;
         map.insert(addr.to_owned(), ch.clone());
         Ok(ch)

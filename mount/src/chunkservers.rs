@@ -25,7 +25,7 @@ impl ChunkServers {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let c = transport::chunk_client(transport::channel(addr)?);
+        let c = transport::chunk_client(transport::data_channel(addr)?);
         clients.insert(addr.to_owned(), c.clone());
         Ok(c)
     }

@@ -36,9 +36,23 @@ const CONNECTION_WINDOW: u32 = 64 << 20;
 /// would be copied once more in full.
 const MAX_FRAME: u32 = 128 << 10;
 
+/// HTTP/2 keep-alive: a ping after this long without a frame from the peer, and the
+/// connection fails if the ping is not answered within as long again.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+/// Chunk data connections (reads, chain writes, replication) give up on a silent peer
+/// sooner: a chain write waits for every copy's ack, so a hung chunkserver (stopped, or its
+/// host gone without a reset) stalls its writers until the connection fails. Not shorter:
+/// the ping queues behind data the peer is not reading, so a live server whose disk stalls
+/// this long looks the same and is written around.
+const DATA_KEEPALIVE: Duration = Duration::from_secs(5);
+
 /// An endpoint for `addr` ("host:port" or a full URI) with elkfs's transport settings.
 /// The connection is made lazily, and re-made after it breaks.
 pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    endpoint_with(addr, KEEPALIVE)
+}
+
+fn endpoint_with(addr: &str, keepalive: Duration) -> Result<Endpoint, tonic::transport::Error> {
     let uri = if addr.contains("://") {
         addr.to_owned()
     } else {
@@ -50,14 +64,20 @@ pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(keepalive)
+        .keep_alive_timeout(keepalive)
         .keep_alive_while_idle(true))
 }
 
 /// A lazily connecting channel to `addr`.
 pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
     Ok(endpoint(addr)?.connect_with_connector_lazy(Connect))
+}
+
+/// A lazily connecting channel for chunk data to the chunkserver at `addr`, with the
+/// shorter keep-alive.
+pub fn data_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(endpoint_with(addr, DATA_KEEPALIVE)?.connect_with_connector_lazy(Connect))
 }
 
 /// Opens the TCP connections of a channel, sending through [`Coalescing`].
@@ -129,8 +149,8 @@ pub fn server() -> Server {
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .http2_keepalive_timeout(Some(KEEPALIVE))
 }
 
 pub fn meta_client(ch: Channel) -> meta::meta_client::MetaClient<Channel> {

@@ -1,17 +1,20 @@
 //! A chunkserver that hangs (SIGSTOP: still connected and registered, but silent) holds
 //! up only the writes already bound to it: once an order to it has timed out, new chunks
-//! go to the other servers. Reads of a chunk with another copy go there. Deletions on the
-//! other servers do not wait for it.
+//! go to the other servers. A chain write it hangs in goes on without it once the data
+//! connection's keep-alive fails. Reads of a chunk with another copy go there. Deletions
+//! on the other servers do not wait for it.
 
 use elkfs_tests::copies::{ino, read_locations};
 use elkfs_tests::fsutil::{assert_same_bytes, Rng};
 use elkfs_tests::{Cluster, Opts, START_TIMEOUT};
 use std::fs;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
-/// HTTP/2 keep-alive gives up on a silent connection after about 20 s: a read that took
-/// this long waited for the hung server instead of going to the other copy.
-const HUNG_CONNECTION_NOTICED: Duration = Duration::from_secs(15);
+/// A chunk data connection's keep-alive gives up on a silent peer 10 s after its last
+/// frame: a read that took this long waited for the hung server instead of going to the
+/// other copy.
+const HUNG_CONNECTION_NOTICED: Duration = Duration::from_secs(8);
 
 /// Three chunkservers. The master must not drop the hung one for its missed heartbeats
 /// during a test: what is shown is how orders and reads get around it.
@@ -66,6 +69,42 @@ fn a_hung_chunkserver_gets_no_more_new_chunks() {
         "chunk orders to the hung server that failed:\n{log}"
     );
     c.assert_daemons_alive("a chunkserver hung and recovered");
+}
+
+#[test]
+fn a_chain_write_goes_on_without_a_member_that_hangs() {
+    const PIECE: usize = 1 << 20;
+    const PIECES: usize = 48;
+    let c = cluster(3);
+    let m = c.mount();
+    let content = Rng::new("hung chain").bytes(PIECE * PIECES);
+    let mut f = fs::File::create(m.join("f")).expect("create");
+    // A steady writer, so the chain stream is open, with data in flight, at the stop.
+    let mut pieces = content.chunks(PIECE);
+    for piece in pieces.by_ref().take(PIECES / 4) {
+        f.write_all(piece).expect("write before the stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let hung = 1;
+    c.signal_chunkserver(hung, libc::SIGSTOP);
+    let stopped = Instant::now();
+    for piece in pieces {
+        f.write_all(piece).expect("write after the stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f.sync_all().expect("fsync with a chain member hung");
+    drop(f);
+    let took = stopped.elapsed();
+    c.signal_chunkserver(hung, libc::SIGCONT);
+    // Some 10 s for the data connection's keep-alive, against at least 20 s with the
+    // keep-alive of the other connections.
+    assert!(
+        took < Duration::from_secs(16),
+        "the write waited {took:?} for the hung chain member"
+    );
+    let got = fs::read(c.mount().join("f")).expect("read back");
+    assert_same_bytes(&got, &content, "written while a chain member hung");
+    c.assert_daemons_alive("a chain member hung during a write");
 }
 
 #[test]
