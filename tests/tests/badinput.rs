@@ -308,8 +308,8 @@ fn master_rejects_bad_requests() {
             .await,
             "write end past 2^63",
         );
-        // What keeps a new chunk handed out before its record was durable safe: a
-        // WriteEnd for a chunk the file does not have there fails and changes nothing.
+        // A WriteEnd for a chunk the file does not have fails and changes nothing: the
+        // master hands out a new chunk before its record is durable on the strength of it.
         assert_clean_error(
             meta.write_end(WriteEndRequest {
                 ino: file,
