@@ -3,6 +3,8 @@
 # both clusters run at once (OLD on 127.0.0.1, NEW on 127.0.0.2), and one Python loop
 # alternates blocks of operations between their mounts, so both see the same machine
 # weather. Differences of a few percent show here that separate runs bury in noise.
+# Not for elkfs against MooseFS: MooseFS's idle chunkservers take about 14 % of a CPU at
+# nice -19 (/proc, 10 s idle), which would slow whichever side runs beside them.
 #
 #   bench/ab_meta.sh /var/tmp/elkbin-old target/release
 #   ROUNDS=5 BLOCKS=20 PER=250 GOAL=1 bench/ab_meta.sh OLD NEW

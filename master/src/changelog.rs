@@ -14,7 +14,7 @@
 //! block the last record ends in is rewritten whole by the next write): a sync then skips
 //! the page cache's writeback, 6–11 µs of a 116–132 µs median here
 //! (`bench/changelog_sync.py`); creates were faster in 12 of 12 side-by-side rounds
-//! (median +5 %), unlinks in 10 of 12 (median +4 %) (`bench/ab_meta.sh`).
+//! (median +6 %), unlinks in 10 of 12 (median +4 %) (`bench/ab_meta.sh`).
 //!
 //! Records nobody waits for urgently (a metalogger's, when its master does not wait for
 //! acks) may gather for up to [`RELAXED_SYNC`] per fdatasync: on a host shared with a
