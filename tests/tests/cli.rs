@@ -110,6 +110,12 @@ fn up_down_up_keeps_the_filesystem() {
         fs::read_dir(&mnt).expect("readdir").next().is_none(),
         "mountpoint empty after down"
     );
+    let mount_log = fs::read_to_string(data.join("log/mount.log")).expect("mount log");
+    assert!(
+        mount_log.contains("signal received, unmounting")
+            && !mount_log.contains("Failed to umount"),
+        "the mount unmounted itself, with no failed second unmount:\n{mount_log}"
+    );
     assert!(
         fs::read_dir(data.join("metalogger"))
             .expect("metalogger directory")

@@ -24,6 +24,12 @@ pub fn run(args: Args) -> Result<()> {
         fs::canonicalize(&args.data_dir)
             .with_context(|| format!("no cluster at {}", args.data_dir.display()))?,
     );
+    // The mount first so no client writes into chunkservers that are going away; the
+    // master last so chunkservers can still report to it while they shut down and the
+    // metalogger has every record. The mount unmounts itself on SIGTERM (unmounted from
+    // outside, it would log a failed second unmount); whatever a dead or stuck mount left
+    // mounted is unmounted here.
+    stop(&layout, "mount")?;
     if let Ok(raw) = fs::read(layout.mountpoint_file()) {
         let mountpoint = PathBuf::from(OsStr::from_bytes(&raw));
         if mounts::is_fuse_mounted(&mountpoint)? {
@@ -31,24 +37,23 @@ pub fn run(args: Args) -> Result<()> {
             println!("unmounted {} ({how})", mountpoint.display());
         }
     }
-    // The mount first so no client writes into chunkservers that are going away; the
-    // master last so chunkservers can still report to it while they shut down and the
-    // metalogger has every record.
-    let mut names = vec!["mount".to_owned()];
-    names.extend(chunkserver_names(&layout)?);
+    let mut names = chunkserver_names(&layout)?;
     names.push("metalogger".to_owned());
     names.push("master".to_owned());
     for name in &names {
-        match daemon::stop(&layout, name, GRACE)? {
-            Stopped::NotRunning => {}
-            Stopped::Terminated(pid) => println!("stopped {name} (pid {pid})"),
-            Stopped::Killed(pid) => {
-                println!(
-                    "killed {name} (pid {pid}): it did not exit within {}s",
-                    GRACE.as_secs()
-                )
-            }
-        }
+        stop(&layout, name)?;
+    }
+    Ok(())
+}
+
+fn stop(layout: &Layout, name: &str) -> Result<()> {
+    match daemon::stop(layout, name, GRACE)? {
+        Stopped::NotRunning => {}
+        Stopped::Terminated(pid) => println!("stopped {name} (pid {pid})"),
+        Stopped::Killed(pid) => println!(
+            "killed {name} (pid {pid}): it did not exit within {}s",
+            GRACE.as_secs()
+        ),
     }
     Ok(())
 }
