@@ -11,10 +11,11 @@
 //! against 205–248 µs when appending). A rotated-out file is cut back to its records.
 //!
 //! Writes are whole [`BLOCK`]s through `O_DIRECT` where the filesystem allows it (the
-//! block the last record ends in is rewritten whole by the next write): a sync then skips
-//! the page cache's writeback, 6–11 µs of a 116–132 µs median here
-//! (`bench/changelog_sync.py`); creates were faster in 12 of 12 side-by-side rounds
-//! (median +6 %), unlinks in 10 of 12 (median +4 %) (`bench/ab_meta.sh`).
+//! block the last record ends in is rewritten whole by the next write, as page-cache
+//! writeback did), so a sync skips the page cache's writeback. Medians of 123, 124, 121
+//! and 110 µs against 122, 131, 132 and 116 µs buffered, in four runs of
+//! `bench/changelog_sync.py` here; side by side (`bench/ab_meta.sh`), creates were faster
+//! in 12 of 12 rounds (median +6 %), unlinks in 10 of 12 (median +4 %).
 //!
 //! Records nobody waits for urgently (a metalogger's, when its master does not wait for
 //! acks) may gather for up to [`RELAXED_SYNC`] per fdatasync: on a host shared with a
