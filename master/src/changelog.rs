@@ -10,6 +10,13 @@
 //! about a quarter of its cost on ext4 here (`bench/changelog_sync.py`: medians 147–193 µs
 //! against 205–248 µs when appending). A rotated-out file is cut back to its records.
 //!
+//! The zeros are also the master's reserve for a full disk. They are topped up once half
+//! is used; when that fails, records go on into what is left, and below [`LOW_ROOM`]
+//! [`Changelog::has_room`] says no, so the master refuses changes (ENOSPC) *before*
+//! applying them: a change is never visible without being durable. Topping up is retried
+//! every [`ROOM_RETRY`]; changes are taken again as soon as it works, with no restart. A
+//! rotation that cannot get a reserve of its own keeps writing the current file.
+//!
 //! Writes are whole [`BLOCK`]s through `O_DIRECT` where the filesystem allows it (the
 //! block the last record ends in is rewritten whole by the next write, as page-cache
 //! writeback did), so a sync skips the page cache's writeback. Medians of 123, 124, 121
@@ -27,11 +34,12 @@ use std::fs::{File, OpenOptions};
 use std::io::BufReader;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Durable {
@@ -44,9 +52,16 @@ pub struct Durable {
 /// Longest a relaxed record waits for its fdatasync.
 const RELAXED_SYNC: Duration = Duration::from_millis(10);
 
-/// Zeros written ahead of the last record at a time. Each extension costs one slower sync
-/// (about 18 ms here for 4 MiB), once per some 30,000 records.
+/// Zeros kept ahead of the last record, topped up when half is used. Each top-up costs one
+/// slower sync (about 9 ms here for 2 MiB), once per some 15,000 records.
 const PREALLOC: u64 = 4 << 20;
+
+/// Zero-filled space under which no new records are taken: changes already applied but
+/// not yet written (a few hundred bytes each) always fit in it.
+const LOW_ROOM: u64 = 1 << 20;
+
+/// How often a failed top-up (a full disk) is tried again.
+const ROOM_RETRY: Duration = Duration::from_secs(1);
 
 enum Msg {
     /// Framed record bytes.
@@ -76,6 +91,8 @@ pub struct Changelog {
     dir: PathBuf,
     queue: Mutex<Queue>,
     durable: watch::Sender<Durable>,
+    /// Less than [`LOW_ROOM`] of zero-filled space is left and topping it up failed.
+    low: AtomicBool,
 }
 
 /// What a waiter does next.
@@ -92,12 +109,16 @@ enum Turn {
 /// a frame header's worth, so a reader sees a clean end after the last record.
 struct LogFile {
     file: File,
+    /// The version of the file's first record.
+    start: u64,
     pos: u64,
     /// A multiple of [`BLOCK`].
     end: u64,
     /// The bytes from the start of `pos`'s block up to `pos`: the next write rewrites them.
     tail: Vec<u8>,
     buf: AlignedBuf,
+    /// When topping up the zeros last failed; cleared once it works again.
+    fill_failed_at: Option<Instant>,
 }
 
 /// What direct writes are aligned to: a multiple of every logical block size in use.
@@ -146,10 +167,12 @@ impl LogFile {
         };
         let mut log = LogFile {
             file,
+            start,
             pos,
             end: pos.next_multiple_of(BLOCK),
             tail,
             buf: AlignedBuf::default(),
+            fill_failed_at: None,
         };
         log.reserve(0)?;
         log.file.sync_all()?;
@@ -158,13 +181,43 @@ impl LogFile {
         Ok(log)
     }
 
-    /// Zero-fill so that `len` more bytes fit with a header's worth of zeros after them.
+    /// Zero-fill ahead so that `len` more bytes fit with a header's worth of zeros after
+    /// them, topping up to [`PREALLOC`] ahead once less than half of it is left. Topping up
+    /// is best effort (retried every [`ROOM_RETRY`] after a failure): only bytes that do not
+    /// fit are an error.
     fn reserve(&mut self, len: u64) -> std::io::Result<()> {
         let need = self.pos + len + frame::HEADER_LEN as u64;
-        if need <= self.end {
+        if self.end >= need + PREALLOC / 2 {
             return Ok(());
         }
-        let new_end = (need + PREALLOC).next_multiple_of(BLOCK);
+        let failed_lately = self
+            .fill_failed_at
+            .is_some_and(|t| t.elapsed() < ROOM_RETRY);
+        if failed_lately && self.end >= need {
+            return Ok(());
+        }
+        match self.fill_to((need + PREALLOC).next_multiple_of(BLOCK)) {
+            Ok(()) => {
+                if self.fill_failed_at.take().is_some() {
+                    info!(room = self.room(), "changelog space topped up again");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if self.fill_failed_at.is_none() {
+                    warn!(error = %e, room = self.room(), "cannot zero-fill changelog space ahead");
+                }
+                self.fill_failed_at = Some(Instant::now());
+                if self.end >= need {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    fn fill_to(&mut self, new_end: u64) -> std::io::Result<()> {
         let zeros = self.buf.get(1 << 20);
         zeros.fill(0);
         while self.end < new_end {
@@ -173,6 +226,11 @@ impl LogFile {
             self.end += n;
         }
         Ok(())
+    }
+
+    /// Zero-filled bytes after the last record.
+    fn room(&self) -> u64 {
+        self.end - self.pos
     }
 
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -199,12 +257,55 @@ impl LogFile {
         self.file.set_len(self.pos)?;
         self.file.sync_data()
     }
+
+    /// Go on in a new file from `start` on, if it gets a reserve of its own. Otherwise (a
+    /// full disk) keep this one: replay reads a file past an image newer than its first
+    /// record, and pruning keeps a file until a later one exists.
+    fn rotate(&mut self, dir: &Path, start: u64) -> std::io::Result<()> {
+        if start == self.start {
+            // Nothing was written since this file began.
+            return Ok(());
+        }
+        let refused = match LogFile::open(dir, start) {
+            Ok(next) if next.room() >= LOW_ROOM => return std::mem::replace(self, next).finish(),
+            Ok(next) => format!("only {} bytes of space", next.room()),
+            Err(e) => e.to_string(),
+        };
+        discard_empty(&files::changelog_path(dir, start))?;
+        files::sync_dir(dir)?;
+        warn!(start, why = %refused, "changelog not rotated: records go on in the current file");
+        Ok(())
+    }
+}
+
+fn log_low(file: &LogFile) {
+    error!(
+        room = file.room(),
+        "disk full: under 1 MiB of changelog space left (a master takes no metadata changes until there is more)"
+    );
+}
+
+/// Remove the changelog file at `path` (if any) unless it holds records.
+fn discard_empty(path: &Path) -> std::io::Result<()> {
+    match File::open(path) {
+        Ok(f) if frame::records_end(BufReader::new(&f)) == 0 => std::fs::remove_file(path),
+        Ok(_) => Err(std::io::Error::other(format!(
+            "{} holds records",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 impl Changelog {
     /// Start writing at version `next` in a new file in `dir`.
     pub fn start(dir: &Path, next: u64) -> std::io::Result<Changelog> {
         let file = LogFile::open(dir, next)?;
+        let low = AtomicBool::new(file.room() < LOW_ROOM);
+        if low.load(Ordering::Relaxed) {
+            log_low(&file);
+        }
         Ok(Changelog {
             dir: dir.to_path_buf(),
             queue: Mutex::new(Queue {
@@ -219,12 +320,36 @@ impl Changelog {
                 failed: false,
             })
             .0,
+            low,
         })
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
         // Nothing panics while holding it half-updated; a poisoned lock is still usable.
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether there is room for new records. When there was not, first tries again to
+    /// make some (at most every [`ROOM_RETRY`], and not while a sync holds the file).
+    pub fn has_room(&self) -> bool {
+        if !self.low.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut q = self.queue();
+        if let Some(file) = q.file.as_mut() {
+            // An error means not even a header fits: no room, as `note_room` records.
+            let _ = file.reserve(0);
+            self.note_room(file);
+        }
+        !self.low.load(Ordering::Relaxed)
+    }
+
+    fn note_room(&self, file: &LogFile) {
+        let low = file.room() < LOW_ROOM;
+        // Leaving the low state is logged where the zeros are topped up again.
+        if !self.low.swap(low, Ordering::Relaxed) && low {
+            log_low(file);
+        }
     }
 
     /// Queue the record with `version` (callers submit in version order); the next wait
@@ -313,14 +438,14 @@ impl Changelog {
                 }
                 Msg::Rotate(start) => {
                     file.append(&std::mem::take(&mut run))?;
-                    let next = LogFile::open(&self.dir, start)?;
-                    std::mem::replace(&mut file, next).finish()
+                    file.rotate(&self.dir, start)
                 }
             })
             .and_then(|()| file.append(&run))
             .and_then(|()| file.file.sync_data());
         match result {
             Ok(()) => {
+                self.note_room(&file);
                 {
                     let mut q = self.queue();
                     q.file = Some(file);
@@ -397,6 +522,20 @@ mod tests {
         assert_eq!(file_len(dir.path(), 1), records, "cut to its records");
         assert_eq!(versions_on_disk(dir.path(), 1), vec![1, 2, 3]);
         assert_eq!(versions_on_disk(dir.path(), 4), vec![4]);
+    }
+
+    /// A rotation with nothing written since the file began (a snapshot of an idle master)
+    /// keeps the file and the zeros ahead.
+    #[tokio::test]
+    async fn rotating_to_the_same_start_keeps_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Changelog::start(dir.path(), 1).expect("start");
+        log.rotate(1);
+        log.submit(1, b"first");
+        log.wait(1).await.expect("durable");
+        assert!(file_len(dir.path(), 1) > PREALLOC, "zeros kept ahead");
+        assert_eq!(versions_on_disk(dir.path(), 1), vec![1]);
+        assert!(log.has_room());
     }
 
     /// Records synced one by one, most ending inside a block that the next write rewrites

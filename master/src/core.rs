@@ -58,9 +58,14 @@ impl Master {
         let rec = recovery::recover(&config.data_dir, config.root_goal, Mode::Repair)?;
         let state = rec.state;
         if rec.image.is_none() || rec.records > 0 || rec.stop.is_some() {
-            // Start-up replay work is done once: the next start loads this image.
-            let path = snapshot::write(&config.data_dir, &state)?;
-            info!(path = %path.display(), version = state.version, "metadata image written");
+            // Start-up replay work is done once: the next start loads this image. Without
+            // it (a full disk) the next start replays the same records again.
+            match snapshot::write(&config.data_dir, &state) {
+                Ok(path) => {
+                    info!(path = %path.display(), version = state.version, "metadata image written")
+                }
+                Err(e) => warn!(error = %e, "metadata image after replay not written"),
+            }
         }
         Master::launch(config, state, data_lock)
     }
@@ -117,6 +122,10 @@ impl Master {
         self.refuse_if_superseded()?;
         if self.log.durable().failed {
             return Err(FsError::Io("metadata log is not writable".into()));
+        }
+        // Checked before applying: a refused change is never visible.
+        if !self.log.has_room() {
+            return Err(FsError::NoSpace);
         }
         let version = inner.state.version + 1;
         let origin = notices::ORIGIN.try_with(|s| *s).unwrap_or(0);

@@ -33,7 +33,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
 pub fn write(dir: &Path, state: &State) -> Result<PathBuf, SnapshotError> {
     let path = files::image_path(dir, state.version);
     let tmp = path.with_extension("elk.tmp");
-    let file = File::create(&tmp).map_err(io(&tmp))?;
+    match write_to(dir, state, &path, &tmp) {
+        Ok(()) => Ok(path),
+        Err(e) => {
+            // A partial image on a full disk would hold the space the changelog needs.
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn write_to(dir: &Path, state: &State, path: &Path, tmp: &Path) -> Result<(), SnapshotError> {
+    let file = File::create(tmp).map_err(io(tmp))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut buf = Vec::new();
     let mut payload = Vec::new();
@@ -42,18 +53,17 @@ pub fn write(dir: &Path, state: &State) -> Result<PathBuf, SnapshotError> {
         entry
             .encode(&mut payload)
             .map_err(|e| SnapshotError::Invalid {
-                path: tmp.clone(),
+                path: tmp.to_path_buf(),
                 why: e.to_string(),
             })?;
         buf.clear();
         frame::encode(state.version, &payload, &mut buf);
-        out.write_all(&buf).map_err(io(&tmp))?;
+        out.write_all(&buf).map_err(io(tmp))?;
     }
-    let file = out.into_inner().map_err(|e| io(&tmp)(e.into_error()))?;
-    file.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    files::sync_dir(dir).map_err(io(dir))?;
-    Ok(path)
+    let file = out.into_inner().map_err(|e| io(tmp)(e.into_error()))?;
+    file.sync_all().map_err(io(tmp))?;
+    std::fs::rename(tmp, path).map_err(io(path))?;
+    files::sync_dir(dir).map_err(io(dir))
 }
 
 /// Load and fully check one image.

@@ -1,9 +1,15 @@
-//! A chunkserver below its reserve takes no new data: clean ENOSPC, existing files intact.
+//! Full disks: a chunkserver below its reserve takes no new data, and a master whose disk
+//! is full takes no metadata changes; both with a clean ENOSPC, nothing lost, and back to
+//! normal by themselves once there is space again.
 
-use elkfs_tests::fsutil::{assert_same_bytes, cstr, Rng};
+use elkfs_tests::fsutil::{assert_same_bytes, cstr, Rng, Tmpfs};
 use elkfs_tests::{Cluster, Opts};
-use std::fs::{self, File};
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 fn write_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     let mut f = File::create(path)?;
@@ -58,4 +64,122 @@ fn full_chunkserver_gives_enospc_and_keeps_data() {
         &again,
         "file written after ENOSPC",
     );
+}
+
+/// Creates files named `{prefix}{i}` (long names, so records are large) until one fails;
+/// returns the names created and the failure.
+fn create_until_error(dir: &Path, prefix: &str, limit: usize) -> (Vec<OsString>, std::io::Error) {
+    let mut created = Vec::new();
+    for i in 0..limit {
+        let name = OsString::from(format!("{prefix}{i:06}-{}", "n".repeat(180)));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.join(&name))
+        {
+            Ok(_) => created.push(name),
+            Err(e) => return (created, e),
+        }
+    }
+    panic!("{limit} creates with {prefix} and none failed");
+}
+
+fn names(dir: &Path) -> BTreeSet<OsString> {
+    fs::read_dir(dir)
+        .expect("readdir")
+        .map(|e| e.expect("dir entry").file_name())
+        .collect()
+}
+
+/// Fills the filesystem holding `dir` with one file; returns it.
+fn fill(dir: &Path) -> PathBuf {
+    let path = dir.join("ballast");
+    let mut f = File::create(&path).expect("ballast file");
+    let block = vec![1u8; 1 << 20];
+    loop {
+        if let Err(e) = f.write_all(&block) {
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "filling: {e}");
+            return path;
+        }
+    }
+}
+
+#[test]
+fn full_master_disk_refuses_changes_then_takes_them_again() {
+    let c = Cluster::create(Opts {
+        chunkservers: 1,
+        // Images and rotations are attempted while the disk is full, too.
+        master_config: "snapshot_interval_secs = 1\n".to_owned(),
+        ..Opts::default()
+    });
+    let _disk = Tmpfs::mount(&c.master_data_dir(), "24m");
+    c.start_all();
+    let m = c.mount();
+    let dir = m.join("d");
+    fs::create_dir(&dir).expect("mkdir");
+
+    let ballast = fill(&c.master_data_dir());
+    // Four writers at once, so refusals meet changes still in flight.
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let dir = dir.clone();
+            std::thread::spawn(move || create_until_error(&dir, &format!("w{t}-"), 200_000))
+        })
+        .collect();
+    let mut acked = BTreeSet::new();
+    for w in writers {
+        let (created, err) = w.join().expect("writer thread");
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::ENOSPC),
+            "create on a full master: {err}"
+        );
+        acked.extend(created);
+    }
+    assert!(!acked.is_empty(), "the reserve took some changes first");
+    let err = fs::create_dir(dir.join("another")).expect_err("mkdir on a full master");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "mkdir: {err}");
+
+    // Reads go on, and show exactly the acknowledged changes.
+    assert_eq!(
+        names(&dir),
+        acked,
+        "listing while the master's disk is full"
+    );
+    let log = fs::read_to_string(c.log_path("master")).expect("master log");
+    assert!(
+        log.contains("disk full: under 1 MiB of changelog space left"),
+        "master log:\n{log}"
+    );
+
+    // Space back: changes are taken again, with no restart.
+    fs::remove_file(&ballast).expect("removing the ballast");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let after = dir.join("after");
+    while let Err(e) = File::create_new(&after) {
+        assert_eq!(
+            e.raw_os_error(),
+            Some(libc::ENOSPC),
+            "create once space is back: {e}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "changes still refused 20 s after space came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    acked.insert("after".into());
+    drop(m);
+
+    // Every acknowledged change is durable, and no refused one happened.
+    c.kill_master();
+    c.start_master();
+    let m = c.mount();
+    assert_eq!(
+        names(&m.join("d")),
+        acked,
+        "listing after kill -9 and restart"
+    );
+    let log = fs::read_to_string(c.log_path("master")).expect("master log");
+    assert!(!log.contains("panicked"), "master log:\n{log}");
 }

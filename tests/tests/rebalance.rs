@@ -2,36 +2,12 @@
 //! emptier one until usage is even, and every chunk keeps exactly its goal of valid copies.
 
 use elkfs_tests::copies::{at_goal, disks_at_goal, file_info, ino, wait_files};
-use elkfs_tests::fsutil::{assert_same_bytes, Rng};
+use elkfs_tests::fsutil::{assert_same_bytes, Rng, Tmpfs};
 use elkfs_tests::{Cluster, Opts};
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const MIB: usize = 1 << 20;
-
-/// A 1 GiB tmpfs over a chunkserver's data directory: usage shares then move by whole
-/// percents with each 64 MiB chunk, whatever disk the test machine has. Detached on drop.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &Path) -> SmallDisk {
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1g", "tmpfs"])
-            .arg(dir)
-            .status()
-            .expect("running mount");
-        assert!(status.success(), "mounting a tmpfs on {}", dir.display());
-        SmallDisk(dir.to_owned())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 /// Valid copies of the file's chunks on the server at `addr`.
 fn held_by(info: &elkfs_proto::admin::FileInfoReply, addr: &str) -> usize {
@@ -53,8 +29,8 @@ fn chunks_move_from_a_full_server_to_an_empty_one() {
             .to_owned(),
         ..Opts::default()
     });
-    let _disks: Vec<SmallDisk> = (0..2)
-        .map(|i| SmallDisk::mount(&c.chunkserver_data_dir(i)))
+    let _disks: Vec<Tmpfs> = (0..2)
+        .map(|i| Tmpfs::mount(&c.chunkserver_data_dir(i), "1g"))
         .collect();
     c.start_all();
     let (full, empty) = (c.chunkserver_addr(0), c.chunkserver_addr(1));
