@@ -19,6 +19,8 @@ use tracing::{info, warn};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often following is tried again while this disk is full.
+const NO_SPACE_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
@@ -94,6 +96,15 @@ impl Follower {
                     continue;
                 }
                 Err(SessionError::Store(e @ StoreError::NotDurable(_))) => return Err(e.into()),
+                Err(SessionError::Store(StoreError::NoSpace)) => {
+                    // The changelog logged it. The master keeps the records (or sends an
+                    // image) until this disk has room again; `has_room` retries for it.
+                    tokio::select! {
+                        _ = tokio::time::sleep(NO_SPACE_WAIT) => {}
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                    continue;
+                }
                 Err(SessionError::Replica(e)) => return Err(e.into()),
                 Err(e) => warn!(
                     master = %self.masters[current].addr,

@@ -29,6 +29,8 @@ pub enum StoreError {
     BadImage { path: PathBuf, why: String },
     #[error("changelog write failed: {0}")]
     NotDurable(#[from] elkfs_master::changelog::NotDurable),
+    #[error("disk full: no room for more records")]
+    NoSpace,
     #[error("{0}")]
     Recovery(#[from] RecoveryError),
     #[error("{0}")]
@@ -107,6 +109,9 @@ impl Store {
         let durable = self.log.durable();
         if durable.failed {
             return Err(elkfs_master::changelog::NotDurable(durable.version).into());
+        }
+        if !self.log.has_room() {
+            return Err(StoreError::NoSpace);
         }
         for r in records {
             if r.version != self.version + 1 {

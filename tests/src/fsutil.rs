@@ -178,3 +178,22 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// Fills the filesystem holding `dir` with one file in it; returns the file.
+pub fn fill_up(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("ballast");
+    let mut f = std::fs::File::create(&path).expect("ballast file");
+    let block = vec![1u8; 1 << 20];
+    loop {
+        if let Err(e) = f.write_all(&block) {
+            assert_eq!(
+                e.raw_os_error(),
+                Some(libc::ENOSPC),
+                "filling {}: {e}",
+                dir.display()
+            );
+            return path;
+        }
+    }
+}

@@ -116,15 +116,20 @@ impl Metalogger {
     pub fn wait_following(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         while !has_image(&self.dir) {
-            if let Some(d) = self.daemon.as_mut() {
-                d.assert_alive("waiting for the metalogger's first image");
-            }
+            self.assert_alive("waiting for the metalogger's first image");
             assert!(
                 Instant::now() < deadline,
                 "metalogger never got an image:\n{}",
                 crate::process::log_tail(&self.log, 40)
             );
             sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Panics with its log if it has exited.
+    pub fn assert_alive(&mut self, while_doing: &str) {
+        if let Some(d) = self.daemon.as_mut() {
+            d.assert_alive(while_doing);
         }
     }
 
@@ -137,9 +142,7 @@ impl Metalogger {
     pub fn wait_version(&mut self, version: u64) {
         let deadline = Instant::now() + START_TIMEOUT;
         while self.version() < version {
-            if let Some(d) = self.daemon.as_mut() {
-                d.assert_alive("waiting for the metalogger to catch up");
-            }
+            self.assert_alive("waiting for the metalogger to catch up");
             assert!(
                 Instant::now() < deadline,
                 "metalogger at {} never reached {version}:\n{}",

@@ -2,13 +2,13 @@
 //! is full takes no metadata changes; both with a clean ENOSPC, nothing lost, and back to
 //! normal by themselves once there is space again.
 
-use elkfs_tests::fsutil::{assert_same_bytes, cstr, Rng, Tmpfs};
+use elkfs_tests::fsutil::{assert_same_bytes, cstr, fill_up, Rng, Tmpfs};
 use elkfs_tests::{Cluster, Opts};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn write_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
@@ -91,19 +91,6 @@ fn names(dir: &Path) -> BTreeSet<OsString> {
         .collect()
 }
 
-/// Fills the filesystem holding `dir` with one file; returns it.
-fn fill(dir: &Path) -> PathBuf {
-    let path = dir.join("ballast");
-    let mut f = File::create(&path).expect("ballast file");
-    let block = vec![1u8; 1 << 20];
-    loop {
-        if let Err(e) = f.write_all(&block) {
-            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "filling: {e}");
-            return path;
-        }
-    }
-}
-
 #[test]
 fn full_master_disk_refuses_changes_then_takes_them_again() {
     let c = Cluster::create(Opts {
@@ -118,7 +105,7 @@ fn full_master_disk_refuses_changes_then_takes_them_again() {
     let dir = m.join("d");
     fs::create_dir(&dir).expect("mkdir");
 
-    let ballast = fill(&c.master_data_dir());
+    let ballast = fill_up(&c.master_data_dir());
     // Four writers at once, so refusals meet changes still in flight.
     let writers: Vec<_> = (0..4)
         .map(|t| {

@@ -8,8 +8,8 @@ use elkfs_proto::meta::{
     Caller, EntryRequest, LookupRequest, MknodRequest, NodeKind, RenameRequest, SetAttrRequest,
 };
 use elkfs_proto::transport;
-use elkfs_tests::fsutil::Rng;
-use elkfs_tests::metalogger::{dump, metarestore, set_master_option, Metalogger};
+use elkfs_tests::fsutil::{fill_up, Rng, Tmpfs};
+use elkfs_tests::metalogger::{dump, metarestore, set_master_option, Metalogger, Restore};
 use elkfs_tests::{Cluster, Opts};
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
@@ -95,20 +95,12 @@ fn fuse_storm(root: &Path, ops: usize) {
     }
 }
 
-#[test]
-fn metalogger_copy_restores_to_the_masters_tree() {
-    let c = one_chunkserver();
-    let mut ml = Metalogger::start(&c, "ml0");
-    let before = {
-        let m = c.mount();
-        fuse_storm(m.path(), 300);
-        listing(m.path())
-    };
-    let version = c.status().expect("status").metadata_version;
+/// Waits for `ml` to hold `version`, stops it and the master, and asserts both data
+/// directories restore to the same metadata at `version`; returns the metalogger's restore.
+fn assert_same_metadata(c: &Cluster, ml: &mut Metalogger, version: u64) -> Restore {
     ml.wait_version(version);
     c.stop_master();
     ml.stop();
-
     // The same metadata, byte for byte in the readable dump.
     let from_master = metarestore(&c.master_data_dir());
     let from_ml = metarestore(ml.data_dir());
@@ -128,6 +120,20 @@ fn metalogger_copy_restores_to_the_masters_tree() {
     let (a, b) = (dump(&from_master.image()), dump(&from_ml.image()));
     assert!(a.contains(&format!("image version={version} ")), "{a}");
     assert!(a == b, "metalogger's metadata differs from the master's");
+    from_ml
+}
+
+#[test]
+fn metalogger_copy_restores_to_the_masters_tree() {
+    let c = one_chunkserver();
+    let mut ml = Metalogger::start(&c, "ml0");
+    let before = {
+        let m = c.mount();
+        fuse_storm(m.path(), 300);
+        listing(m.path())
+    };
+    let version = c.status().expect("status").metadata_version;
+    let from_ml = assert_same_metadata(&c, &mut ml, version);
 
     // A master started from the metalogger's copy alone serves the same tree.
     std::fs::remove_dir_all(c.master_data_dir()).expect("rm master dir");
@@ -384,4 +390,48 @@ fn with_sync_metaloggers_losing_the_master_host_loses_nothing_acknowledged() {
 fn without_sync_metaloggers_losing_the_master_host_is_reported() {
     let (checked, _lost) = master_host_lost(false);
     assert!(checked > 50, "only {checked} acknowledged operations");
+}
+
+/// A metalogger whose disk fills up stops taking records (it stays up; the master goes
+/// on) and catches up by itself once space is freed, to a copy equal to the master's.
+#[test]
+fn a_full_metalogger_disk_pauses_it_until_space_is_freed() {
+    let c = one_chunkserver();
+    let dir = c.dir().join("ml0");
+    std::fs::create_dir(&dir).expect("metalogger dir");
+    let _disk = Tmpfs::mount(&dir, "16m");
+    let mut ml = Metalogger::start(&c, "ml0");
+    ml.wait_following();
+    let ballast = fill_up(&dir);
+    let log = c.log_path("ml0");
+    let m = c.mount();
+    let long = "n".repeat(200);
+    let create = |from: usize, n: usize| {
+        for i in from..from + n {
+            std::fs::File::create(m.join(format!("{i:06}-{long}")))
+                .expect("create while the metalogger's disk is full");
+        }
+        from + n
+    };
+    let mut created = 0;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("disk full: under 1 MiB of changelog space left")
+    {
+        assert!(created < 100_000, "the metalogger never ran out of room");
+        created = create(created, 500);
+    }
+    // More records than the 1 MiB left: a metalogger that kept taking them would fail.
+    create(created, 4000);
+    let version = c.status().expect("status").metadata_version;
+    thread::sleep(Duration::from_secs(2));
+    ml.assert_alive("its disk is full");
+    assert!(
+        ml.version() < version,
+        "a full metalogger took every record"
+    );
+
+    std::fs::remove_file(&ballast).expect("removing the ballast");
+    drop(m);
+    assert_same_metadata(&c, &mut ml, version);
 }
