@@ -54,6 +54,12 @@ impl<'c> Mount<'c> {
         self.cluster
     }
 
+    /// The mount daemon's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.cluster
+            .log_path(&format!("mount{}", mount_number(&self.path)))
+    }
+
     pub fn pid(&self) -> i32 {
         self.daemon.as_ref().map_or(0, Daemon::pid)
     }
@@ -85,12 +91,7 @@ impl<'c> Mount<'c> {
         if strict && !status.success() {
             panic!(
                 "elkfs-mount exited with {status} after unmount\n{}",
-                log_tail(
-                    &self
-                        .cluster
-                        .log_path(&format!("mount{}", mount_number(&self.path))),
-                    40
-                )
+                log_tail(&self.log_path(), 40)
             );
         }
     }

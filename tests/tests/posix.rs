@@ -635,6 +635,35 @@ fn names_and_statfs() {
     );
 }
 
+/// Extended attributes are not supported: every xattr call fails with EOPNOTSUPP, and the
+/// mount logs no warning for them.
+#[test]
+fn extended_attributes_are_not_supported() {
+    let c = cluster();
+    let m = c.mount();
+    let f = m.join("file");
+    File::create(&f).expect("create");
+    let (path, name) = (cstr(&f), c"user.test");
+    let mut buf = [0u8; 64];
+    // SAFETY: valid C strings and a buffer of the length given, for every call.
+    unsafe {
+        let set = libc::setxattr(path.as_ptr(), name.as_ptr(), buf.as_ptr().cast(), 1, 0);
+        assert_eq!(errno_result(set as isize), libc::EOPNOTSUPP, "setxattr");
+        let get = libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), 64);
+        assert_eq!(errno_result(get), libc::EOPNOTSUPP, "getxattr");
+        let list = libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), 64);
+        assert_eq!(errno_result(list), libc::EOPNOTSUPP, "listxattr");
+        let remove = libc::removexattr(path.as_ptr(), name.as_ptr());
+        assert_eq!(
+            errno_result(remove as isize),
+            libc::EOPNOTSUPP,
+            "removexattr"
+        );
+    }
+    let log = fs::read_to_string(m.log_path()).expect("mount log");
+    assert!(!log.contains("Not Implemented"), "mount log:\n{log}");
+}
+
 #[test]
 fn unlinked_open_file_stays_usable() {
     let c = cluster();
