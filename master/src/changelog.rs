@@ -13,7 +13,7 @@
 //! The zeros are also the master's reserve for a full disk. They are topped up once half
 //! is used; when that fails, records go on into what is left, and below [`LOW_ROOM`]
 //! [`Changelog::has_room`] says no, so the master refuses changes (ENOSPC) *before*
-//! applying them: a change is never visible without being durable. Topping up is retried
+//! applying them: a refused change is never seen by anyone. Topping up is retried
 //! every [`ROOM_RETRY`]; changes are taken again as soon as it works, with no restart. A
 //! rotation that cannot get a reserve of its own keeps writing the current file.
 //!
