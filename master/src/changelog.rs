@@ -458,7 +458,7 @@ impl Changelog {
                 });
             }
             Err(e) => {
-                error!(error = %e, "changelog write failed: refusing further metadata changes");
+                error!(error = %e, "changelog write failed: no further metadata changes are taken");
                 self.durable.send_modify(|d| d.failed = true);
             }
         }
@@ -466,6 +466,12 @@ impl Changelog {
 
     pub fn durable(&self) -> Durable {
         *self.durable.borrow()
+    }
+
+    /// Resolves once writing has failed (never, while it works).
+    pub async fn failed(&self) {
+        // The sender lives as long as `self`, so waiting only ends at a failure.
+        let _ = self.durable.subscribe().wait_for(|d| d.failed).await;
     }
 }
 

@@ -107,6 +107,7 @@ impl Master {
         tokio::spawn(deleter::run(master.clone(), rx));
         tokio::spawn(housekeeping(master.clone()));
         tokio::spawn(crate::healer::run(master.clone()));
+        tokio::spawn(exit_on_log_failure(master.clone()));
         Ok(master)
     }
 
@@ -208,6 +209,9 @@ impl Master {
             self.log.rotate(inner.state.version + 1);
             inner.state.clone()
         };
+        // Only a durable state may become an image: after a failed changelog write the
+        // state holds changes that are not on disk (and whose requests got an error).
+        self.locally_durable(copy.version).await?;
         let dir = self.config.data_dir.clone();
         let keep = self.config.snapshots_keep;
         let started = std::time::Instant::now();
@@ -229,6 +233,16 @@ impl Master {
     pub fn metadata_version(&self) -> u64 {
         self.lock().state.version
     }
+}
+
+/// A failed changelog write leaves changes in memory that are not on disk. Retrying
+/// could report as durable what the kernel already dropped (the lesson of PostgreSQL's
+/// fsync failures), so the master stops; a restart (systemd's `Restart=on-failure`)
+/// loads exactly what is durable, and mounts ride it out as they do any master restart.
+async fn exit_on_log_failure(master: Arc<Master>) {
+    master.log.failed().await;
+    error!("changelog write failed: exiting so that a restart loads only durable metadata");
+    std::process::exit(1);
 }
 
 async fn housekeeping(master: Arc<Master>) {

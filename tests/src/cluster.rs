@@ -229,6 +229,25 @@ impl Cluster {
         master.kill();
     }
 
+    /// Waits up to `timeout` for the master to exit by itself; returns how it exited.
+    pub fn wait_master_exit(&self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut st = self.state();
+            let master = st.master.as_mut().expect("master is not running");
+            if let Some(status) = master.exited() {
+                st.master = None;
+                return status;
+            }
+            drop(st);
+            assert!(
+                Instant::now() < deadline,
+                "master still running after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM the master and wait for it to exit.
     pub fn stop_master(&self) {
         let master = self.state().master.take().expect("master is not running");

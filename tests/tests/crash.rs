@@ -1,5 +1,5 @@
-//! Master crashes: every acknowledged operation survives kill -9, and a torn changelog tail
-//! costs at most the torn record.
+//! Master crashes: every acknowledged operation survives kill -9, a torn changelog tail
+//! costs at most the torn record, and a changelog write that fails stops the master.
 
 use elkfs_tests::changelog::records_end;
 use elkfs_tests::fsutil::Rng;
@@ -224,6 +224,69 @@ fn assert_files(root: &Path, prefix: &str, n: usize, when: &str) {
         let got = fs::read(&p).unwrap_or_else(|e| panic!("{when}: {} missing: {e}", p.display()));
         assert_eq!(got, prefix.as_bytes(), "{when}: {}", p.display());
     }
+}
+
+/// `path` made immutable (`chattr +i`) until dropped: every write to it fails, even
+/// through a file descriptor opened before.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(path: &Path) -> Immutable {
+        chattr(path, "+i");
+        Immutable(path.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        chattr(&self.0, "-i");
+    }
+}
+
+fn chattr(path: &Path, flag: &str) {
+    let status = Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .status()
+        .expect("running chattr");
+    assert!(status.success(), "chattr {flag} {}", path.display());
+}
+
+/// A changelog write that fails (the file made immutable under the master) stops the
+/// master rather than let it serve changes that are not on disk. Restarted, it has every
+/// acknowledged change, and the change whose write failed exactly if it was acknowledged
+/// (the mount retries it once the master is back, if the master died before answering).
+#[test]
+fn a_failed_changelog_write_stops_the_master() {
+    let c = Cluster::start(Opts {
+        chunkservers: 1,
+        ..Opts::default()
+    });
+    let m = c.mount();
+    create_files(m.path(), "before", 20);
+    let frozen = Immutable::set(&newest_changelog(&c.master_data_dir()));
+    let after = m.join("after");
+    let create = {
+        let after = after.clone();
+        thread::spawn(move || File::create_new(after).map(drop))
+    };
+    let status = c.wait_master_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "master exit: {status}");
+    let log = fs::read_to_string(c.log_path("master")).expect("master log");
+    assert!(
+        log.contains("changelog write failed: exiting"),
+        "master log:\n{log}"
+    );
+
+    drop(frozen);
+    c.start_master();
+    let created = create.join().expect("create thread");
+    assert_files(m.path(), "before", 20, "after the restart");
+    assert_eq!(
+        after.exists(),
+        created.is_ok(),
+        "the failed write's create returned {created:?}"
+    );
 }
 
 /// A named way to damage a changelog file.
