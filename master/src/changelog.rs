@@ -11,9 +11,10 @@
 //! against 205–248 µs when appending). A rotated-out file is cut back to its records.
 //!
 //! The zeros are also the master's reserve for a full disk. They are topped up once half
-//! is used; when that fails, records go on into what is left, and below [`LOW_ROOM`]
-//! [`Changelog::has_room`] says no, so the master refuses changes (ENOSPC) *before*
-//! applying them: a refused change is never seen by anyone. Topping up is retried
+//! is used; when that fails, records go on into what is left, and once what is left after
+//! the records queued but not yet written is under [`LOW_ROOM`], [`Changelog::has_room`]
+//! says no, so the master refuses changes (ENOSPC) *before* applying them: a refused
+//! change is never seen by anyone. Topping up is retried
 //! every [`ROOM_RETRY`]; changes are taken again as soon as it works, with no restart. A
 //! rotation that cannot get a reserve of its own keeps writing the current file.
 //!
@@ -34,7 +35,6 @@ use std::fs::{File, OpenOptions};
 use std::io::BufReader;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -56,8 +56,9 @@ const RELAXED_SYNC: Duration = Duration::from_millis(10);
 /// slower sync (about 9 ms here for 2 MiB), once per some 15,000 records.
 const PREALLOC: u64 = 4 << 20;
 
-/// Zero-filled space under which no new records are taken: changes already applied but
-/// not yet written (a few hundred bytes each) always fit in it.
+/// Zero-filled space, beyond the records queued, under which no new records are taken:
+/// the margin for what a caller submits after asking (a master's change, a metalogger's
+/// batch of at most some hundred KiB).
 const LOW_ROOM: u64 = 1 << 20;
 
 /// How often a failed top-up (a full disk) is tried again.
@@ -84,6 +85,12 @@ struct Queue {
     /// `None` while a waiter writes and syncs (it holds the file).
     file: Option<LogFile>,
     synced_at: Instant,
+    /// Record bytes queued or being written: not yet taken out of `room`.
+    unwritten: u64,
+    /// The file's zero-filled room as of its last write or top-up.
+    room: u64,
+    /// `room` left less than [`LOW_ROOM`] after `unwritten` when last asked.
+    low: bool,
 }
 
 /// The changelog of one data directory. Queuing is cheap and never blocks on the disk.
@@ -91,8 +98,6 @@ pub struct Changelog {
     dir: PathBuf,
     queue: Mutex<Queue>,
     durable: watch::Sender<Durable>,
-    /// Less than [`LOW_ROOM`] of zero-filled space is left and topping it up failed.
-    low: AtomicBool,
 }
 
 /// What a waiter does next.
@@ -101,8 +106,9 @@ enum Turn {
     Wait,
     /// Only relaxed records: sync at this time unless someone else does first.
     SyncAt(Instant),
-    /// Write and sync these (the waiter holds the file meanwhile).
-    Sync(LogFile, Vec<Msg>, u64),
+    /// Write and sync these records (the waiter holds the file meanwhile): the messages,
+    /// the last version and their bytes.
+    Sync(LogFile, Vec<Msg>, u64, u64),
 }
 
 /// The file being written: records end at `pos`; `pos..end` holds zeros on disk, at least
@@ -190,10 +196,7 @@ impl LogFile {
         if self.end >= need + PREALLOC / 2 {
             return Ok(());
         }
-        let failed_lately = self
-            .fill_failed_at
-            .is_some_and(|t| t.elapsed() < ROOM_RETRY);
-        if failed_lately && self.end >= need {
+        if self.failed_lately() && self.end >= need {
             return Ok(());
         }
         match self.fill_to((need + PREALLOC).next_multiple_of(BLOCK)) {
@@ -215,6 +218,12 @@ impl LogFile {
                 }
             }
         }
+    }
+
+    /// Topping up failed less than [`ROOM_RETRY`] ago.
+    fn failed_lately(&self) -> bool {
+        self.fill_failed_at
+            .is_some_and(|t| t.elapsed() < ROOM_RETRY)
     }
 
     fn fill_to(&mut self, new_end: u64) -> std::io::Result<()> {
@@ -278,9 +287,10 @@ impl LogFile {
     }
 }
 
-fn log_low(file: &LogFile) {
+fn log_low(room: u64, unwritten: u64) {
     error!(
-        room = file.room(),
+        room,
+        unwritten,
         "disk full: under 1 MiB of changelog space left (a master takes no metadata changes until there is more)"
     );
 }
@@ -302,9 +312,10 @@ impl Changelog {
     /// Start writing at version `next` in a new file in `dir`.
     pub fn start(dir: &Path, next: u64) -> std::io::Result<Changelog> {
         let file = LogFile::open(dir, next)?;
-        let low = AtomicBool::new(file.room() < LOW_ROOM);
-        if low.load(Ordering::Relaxed) {
-            log_low(&file);
+        let room = file.room();
+        let low = room < LOW_ROOM;
+        if low {
+            log_low(room, 0);
         }
         Ok(Changelog {
             dir: dir.to_path_buf(),
@@ -314,13 +325,15 @@ impl Changelog {
                 urgent: false,
                 file: Some(file),
                 synced_at: Instant::now(),
+                unwritten: 0,
+                room,
+                low,
             }),
             durable: watch::channel(Durable {
                 version: next - 1,
                 failed: false,
             })
             .0,
-            low,
         })
     }
 
@@ -329,27 +342,27 @@ impl Changelog {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether there is room for new records. When there was not, first tries again to
-    /// make some (at most every [`ROOM_RETRY`], and not while a sync holds the file).
-    pub fn has_room(&self) -> bool {
-        if !self.low.load(Ordering::Relaxed) {
+    /// Whether `bytes` more record bytes fit, after those queued, with [`LOW_ROOM`] to
+    /// spare. When they do not, first tries to make room (at most every [`ROOM_RETRY`]
+    /// after a failure, and not while a sync holds the file).
+    pub fn has_room(&self, bytes: u64) -> bool {
+        let mut q = self.queue();
+        let need = q.unwritten + bytes;
+        if q.room >= need + LOW_ROOM {
             return true;
         }
-        let mut q = self.queue();
-        if let Some(file) = q.file.as_mut() {
-            // An error means not even a header fits: no room, as `note_room` records.
-            let _ = file.reserve(0);
-            self.note_room(file);
+        if let Some(file) = q.file.as_mut().filter(|f| !f.failed_lately()) {
+            // An error means not even these bytes fit: no room, as `room` then shows.
+            let _ = file.reserve(need + LOW_ROOM);
+            q.room = file.room();
         }
-        !self.low.load(Ordering::Relaxed)
-    }
-
-    fn note_room(&self, file: &LogFile) {
-        let low = file.room() < LOW_ROOM;
+        let low = q.room < need + LOW_ROOM;
         // Leaving the low state is logged where the zeros are topped up again.
-        if !self.low.swap(low, Ordering::Relaxed) && low {
-            log_low(file);
+        if low && !q.low {
+            log_low(q.room, q.unwritten);
         }
+        q.low = low;
+        !low
     }
 
     /// Queue the record with `version` (callers submit in version order); the next wait
@@ -368,6 +381,7 @@ impl Changelog {
         let mut buf = Vec::with_capacity(payload.len() + frame::HEADER_LEN);
         frame::encode(version, payload, &mut buf);
         let mut q = self.queue();
+        q.unwritten += buf.len() as u64;
         q.msgs.push(Msg::Record(buf));
         q.last = version;
         q.urgent |= urgent;
@@ -400,7 +414,7 @@ impl Changelog {
                         () = tokio::time::sleep_until(at) => self.queue().urgent = true,
                     }
                 }
-                Turn::Sync(file, msgs, last) => self.sync(file, msgs, last),
+                Turn::Sync(file, msgs, last, bytes) => self.sync(file, msgs, last, bytes),
             }
         }
     }
@@ -420,12 +434,17 @@ impl Changelog {
             return Ok(Turn::SyncAt(at));
         }
         q.urgent = false;
-        Ok(Turn::Sync(file, std::mem::take(&mut q.msgs), q.last))
+        Ok(Turn::Sync(
+            file,
+            std::mem::take(&mut q.msgs),
+            q.last,
+            q.unwritten,
+        ))
     }
 
-    /// Write and fdatasync `msgs`, then publish `last` as durable. Blocks this thread for
-    /// the sync: the request that runs it waits for exactly this.
-    fn sync(&self, mut file: LogFile, msgs: Vec<Msg>, last: u64) {
+    /// Write and fdatasync `msgs` (`bytes` of records), then publish `last` as durable.
+    /// Blocks this thread for the sync: the request that runs it waits for exactly this.
+    fn sync(&self, mut file: LogFile, msgs: Vec<Msg>, last: u64, bytes: u64) {
         // Records between rotations go out in one write: a group commit (or a metalogger's
         // batch) costs one system call, not one per record.
         let mut run = Vec::new();
@@ -445,9 +464,10 @@ impl Changelog {
             .and_then(|()| file.file.sync_data());
         match result {
             Ok(()) => {
-                self.note_room(&file);
                 {
                     let mut q = self.queue();
+                    q.unwritten -= bytes;
+                    q.room = file.room();
                     q.file = Some(file);
                     q.synced_at = Instant::now();
                 }
@@ -541,7 +561,28 @@ mod tests {
         log.wait(1).await.expect("durable");
         assert!(file_len(dir.path(), 1) > PREALLOC, "zeros kept ahead");
         assert_eq!(versions_on_disk(dir.path(), 1), vec![1]);
-        assert!(log.has_room());
+        assert!(log.has_room(0));
+    }
+
+    /// Records queued but not yet written count against the room: asking for room with
+    /// more queued than the zeros hold (with the margin) tops the zeros up beyond them.
+    #[tokio::test]
+    async fn queued_records_count_against_the_room() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Changelog::start(dir.path(), 1).expect("start");
+        let big = vec![7u8; (PREALLOC / 2) as usize];
+        for v in 1..=2 {
+            log.submit_relaxed(v, &big);
+        }
+        let queued = 2 * (big.len() + frame::HEADER_LEN) as u64;
+        assert!(file_len(dir.path(), 1) < queued + LOW_ROOM);
+        assert!(log.has_room(0));
+        assert!(
+            file_len(dir.path(), 1) >= queued + LOW_ROOM,
+            "zeros beyond the queue"
+        );
+        log.wait(2).await.expect("durable");
+        assert_eq!(versions_on_disk(dir.path(), 1), vec![1, 2]);
     }
 
     /// Records synced one by one, most ending inside a block that the next write rewrites

@@ -23,8 +23,11 @@ use tracing::{debug, warn};
 
 /// Image bytes per message.
 const IMAGE_PIECE: usize = 1 << 20;
-/// Records per message.
+/// Records per message, at most.
 const BATCH: usize = 1024;
+/// Payload bytes per message, at most (plus one record): a metalogger takes a message
+/// only when it fits in its disk's room with a margin (`Changelog::has_room`).
+const BATCH_BYTES: usize = 256 << 10;
 /// Live records buffered per follower; a follower further behind re-reads the files.
 const LIVE_CAPACITY: usize = 1 << 14;
 /// With no request waiting for metaloggers, a live record waits this long for others to
@@ -207,10 +210,14 @@ pub async fn follow(
                 _ = closing.wait_for(|c| *c) => return Ok(()),
             }
         }
+        let mut bytes = first.payload.len();
         let mut batch = vec![first];
-        while batch.len() < BATCH {
+        while batch.len() < BATCH && bytes < BATCH_BYTES {
             match live.try_recv() {
-                Ok(l) => batch.push(l),
+                Ok(l) => {
+                    bytes += l.payload.len();
+                    batch.push(l);
+                }
                 // Lagged inside a batch: stop here so the batch stays consecutive.
                 Err(_) => break,
             }
@@ -325,6 +332,7 @@ pub fn read_files(
     let logs = files::changelogs(dir)?;
     let mut cursor = after;
     let mut batch = Vec::new();
+    let mut bytes = 0;
     'files: for (i, (start, path)) in logs.iter().enumerate() {
         if logs.get(i + 1).is_some_and(|(next, _)| *next <= cursor + 1) {
             continue;
@@ -352,14 +360,16 @@ pub fn read_files(
                     f.version
                 )));
             }
+            bytes += f.payload.len();
             batch.push(FeedRecord {
                 version: f.version,
                 payload: f.payload,
                 committed_unix_micros: 0,
             });
             cursor = f.version;
-            if batch.len() >= BATCH {
+            if batch.len() >= BATCH || bytes >= BATCH_BYTES {
                 emit(std::mem::take(&mut batch))?;
+                bytes = 0;
             }
             if cursor == upto {
                 break 'files;

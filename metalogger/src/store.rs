@@ -3,7 +3,7 @@
 //! and `elkfs-metarestore` read it unchanged.
 
 use elkfs_master::changelog::Changelog;
-use elkfs_master::frame::FrameReader;
+use elkfs_master::frame::{self, FrameReader};
 use elkfs_master::recovery::{self, Mode, RecoveryError};
 use elkfs_master::state::State;
 use elkfs_master::{files, snapshot};
@@ -110,7 +110,11 @@ impl Store {
         if durable.failed {
             return Err(elkfs_master::changelog::NotDurable(durable.version).into());
         }
-        if !self.log.has_room() {
+        let bytes = records
+            .iter()
+            .map(|r| (r.payload.len() + frame::HEADER_LEN) as u64)
+            .sum();
+        if !self.log.has_room(bytes) {
             return Err(StoreError::NoSpace);
         }
         for r in records {

@@ -112,6 +112,13 @@ impl Metalogger {
         }
     }
 
+    /// Sends `sig` (SIGSTOP / SIGCONT: a metalogger that hangs, then goes on).
+    pub fn signal(&self, sig: i32) {
+        if let Some(d) = &self.daemon {
+            d.signal(sig);
+        }
+    }
+
     /// Waits until it has received an image from the master (it follows from then on).
     pub fn wait_following(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;

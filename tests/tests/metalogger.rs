@@ -435,3 +435,51 @@ fn a_full_metalogger_disk_pauses_it_until_space_is_freed() {
     drop(m);
     assert_same_metadata(&c, &mut ml, version);
 }
+
+/// A metalogger that comes back far behind, to a disk with only its changelog's reserve
+/// left, takes the records it missed in messages small enough for that reserve: it pauses
+/// at "disk full" instead of failing a write and exiting, and catches up once space is
+/// freed. (1,100 symlinks with 4 KiB targets are 4.6 MB of records, over a reserve of at
+/// most 4 MiB.)
+#[test]
+fn a_metalogger_far_behind_takes_its_backlog_in_pieces_that_fit_its_disk() {
+    let c = one_chunkserver();
+    let dir = c.dir().join("ml0");
+    std::fs::create_dir(&dir).expect("metalogger dir");
+    let _disk = Tmpfs::mount(&dir, "16m");
+    let mut ml = Metalogger::start(&c, "ml0");
+    ml.wait_following();
+    ml.signal(libc::SIGSTOP);
+    let m = c.mount();
+    let target = "t/".repeat(2047);
+    for i in 0..1100 {
+        std::os::unix::fs::symlink(&target, m.join(format!("link{i:04}")))
+            .expect("symlink while the metalogger hangs");
+    }
+    let version = c.status().expect("status").metadata_version;
+    let ballast = fill_up(&dir);
+    ml.signal(libc::SIGCONT);
+    let log = c.log_path("ml0");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("disk full: under 1 MiB of changelog space left")
+    {
+        ml.assert_alive("catching up onto a full disk");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the metalogger never reported its disk full"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    thread::sleep(Duration::from_secs(2));
+    ml.assert_alive("its disk is full");
+    assert!(
+        ml.version() < version,
+        "a full metalogger took every record"
+    );
+
+    std::fs::remove_file(&ballast).expect("removing the ballast");
+    drop(m);
+    assert_same_metadata(&c, &mut ml, version);
+}
