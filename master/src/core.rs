@@ -269,12 +269,13 @@ async fn housekeeping(master: Arc<Master>) {
                     orphans.push(ino);
                 }
             }
-            orphans
+            (orphans, inner.sessions.take_deferred())
         };
-        for ino in purge {
-            if let Err(e) = crate::ops::purge(&master, ino).await {
-                warn!(ino, error = %e, "purging an unlinked inode failed");
-            }
+        for ino in purge.0 {
+            crate::ops::purge_or_defer(&master, ino, false).await;
+        }
+        for ino in purge.1 {
+            crate::ops::purge_or_defer(&master, ino, true).await;
         }
         if last_snapshot.elapsed() >= snapshot_every {
             last_snapshot = tokio::time::Instant::now();

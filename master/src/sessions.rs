@@ -3,7 +3,7 @@
 
 use crate::core::Inner;
 use crate::state::Body;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// After a master restart, mounts get this long to re-assert their open files before
@@ -20,6 +20,8 @@ pub struct Sessions {
     counts: HashMap<u64, u32>,
     started: Instant,
     orphans_checked: bool,
+    /// Unlinked inodes whose purge failed (a full disk): tried again every second.
+    deferred: BTreeSet<u64>,
 }
 
 impl Default for Sessions {
@@ -42,6 +44,7 @@ impl Sessions {
             counts: HashMap::new(),
             started: Instant::now(),
             orphans_checked: false,
+            deferred: BTreeSet::new(),
         }
     }
 
@@ -125,6 +128,15 @@ impl Sessions {
 
     pub fn count(&self) -> usize {
         self.opens.len()
+    }
+
+    pub fn defer_purge(&mut self, ino: u64) {
+        self.deferred.insert(ino);
+    }
+
+    /// The purges deferred so far, taken out of the list.
+    pub fn take_deferred(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.deferred).into_iter().collect()
     }
 }
 

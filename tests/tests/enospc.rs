@@ -170,3 +170,51 @@ fn full_master_disk_refuses_changes_then_takes_them_again() {
     let log = fs::read_to_string(c.log_path("master")).expect("master log");
     assert!(!log.contains("panicked"), "master log:\n{log}");
 }
+
+/// A file unlinked while open whose last close comes while the master's disk is full is
+/// purged once space is back, with no restart: its chunks do not stay allocated.
+#[test]
+fn an_orphan_closed_on_a_full_master_disk_is_purged_once_space_is_back() {
+    let c = Cluster::create(Opts {
+        chunkservers: 1,
+        ..Opts::default()
+    });
+    let _disk = Tmpfs::mount(&c.master_data_dir(), "24m");
+    c.start_all();
+    let m = c.mount();
+    let dir = m.join("d");
+    fs::create_dir(&dir).expect("mkdir");
+    let path = m.join("held");
+    let mut held = File::create(&path).expect("create");
+    held.write_all(&[7u8; 1 << 16]).expect("write");
+    held.sync_all().expect("fsync");
+    fs::remove_file(&path).expect("unlink while open");
+    let chunks = c.status().expect("status").chunks;
+    assert_eq!(chunks, 1, "the open file's chunk");
+
+    let ballast = fill_up(&c.master_data_dir());
+    let (_, err) = create_until_error(&dir, "f", 200_000);
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "create: {err}");
+    // The last close: its purge is refused.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fs::read_to_string(c.log_path("master"))
+        .expect("master log")
+        .contains("purging an unlinked inode failed")
+    {
+        assert!(Instant::now() < deadline, "no purge was tried");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.status().expect("status").chunks, chunks);
+
+    fs::remove_file(&ballast).expect("removing the ballast");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.status().expect("status").chunks == chunks {
+        assert!(
+            Instant::now() < deadline,
+            "the orphan still holds its chunk 20 s after space came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(c.status().expect("status").chunks, 0);
+}

@@ -11,6 +11,7 @@ use crate::core::{Inner, Master};
 use elkfs_proto::changelog::{record::Op, Purge};
 use elkfs_proto::meta::{Attr, AttrReply, Timespec};
 use elkfs_proto::FsError;
+use tracing::{debug, warn};
 
 fn now() -> Option<Timespec> {
     Some(elkfs_proto::time::now())
@@ -50,6 +51,20 @@ impl Master {
 }
 
 /// Remove an unlinked inode nobody has open any more.
+/// [`purge`], or when it fails (a full disk refuses the record) leaves `ino` to be tried
+/// again every second: an orphan that is not purged keeps its chunks until a restart.
+/// `retry`: it failed before and was logged then.
+pub async fn purge_or_defer(master: &Master, ino: u64, retry: bool) {
+    if let Err(e) = purge(master, ino).await {
+        if retry {
+            debug!(ino, error = %e, "purging an unlinked inode failed again");
+        } else {
+            warn!(ino, error = %e, "purging an unlinked inode failed; trying again every second");
+        }
+        master.lock().sessions.defer_purge(ino);
+    }
+}
+
 pub async fn purge(master: &Master, ino: u64) -> Result<(), FsError> {
     master
         .mutate(|m, inner| {

@@ -1,7 +1,7 @@
 //! Names and attributes: lookup, create, remove, rename, links, attributes, directory
 //! listings, sessions and open files. Client ↔ master only; no chunkserver involved.
 
-use super::{explicit, now, purge, versioned};
+use super::{explicit, now, purge_or_defer, versioned};
 use crate::core::{Inner, Master};
 use crate::state::{check_name, Body, RENAME_EXCHANGE};
 use elkfs_proto::changelog::{record::Op, Link, Mknod, Rename, SetAttr, Unlink};
@@ -340,8 +340,9 @@ impl Master {
         Ok(versioned(&inner, attr))
     }
 
-    /// One close of each of `inos` (an inode closed twice is listed twice).
-    pub async fn release(&self, session: u64, inos: &[u64]) -> Result<(), FsError> {
+    /// One close of each of `inos` (an inode closed twice is listed twice). The closes
+    /// always count; a purge that fails is left to housekeeping.
+    pub async fn release(&self, session: u64, inos: &[u64]) {
         let orphans: Vec<u64> = {
             let mut inner = self.lock();
             inos.iter()
@@ -352,14 +353,9 @@ impl Master {
                 })
                 .collect()
         };
-        // Every orphan gets its purge even if an earlier one fails.
-        let mut failed = None;
         for ino in orphans {
-            if let Err(e) = purge(self, ino).await {
-                failed.get_or_insert(e);
-            }
+            purge_or_defer(self, ino, false).await;
         }
-        failed.map_or(Ok(()), Err)
     }
 }
 

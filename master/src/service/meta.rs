@@ -111,7 +111,8 @@ impl Meta for MetaService {
     #[instrument(level = "debug", skip_all, fields(n = r.get_ref().inos.len()))]
     async fn release(&self, r: Request<ReleaseRequest>) -> Result<Response<Empty>, Status> {
         let r = r.into_inner();
-        reply(self.0.release(r.session, &r.inos).await.map(|_| Empty {}))
+        self.0.release(r.session, &r.inos).await;
+        reply(Ok(Empty {}))
     }
 
     #[instrument(level = "debug", skip_all, fields(ino = r.get_ref().ino, index = r.get_ref().index))]
