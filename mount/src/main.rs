@@ -62,6 +62,11 @@ fn hostname() -> String {
 fn unmount(unmounter: &mut SessionUnmounter, mountpoint: &Path) {
     match unmounter.unmount() {
         Ok(()) => return,
+        // Someone unmounted it first (`umount`, then a stop signal): the session is ending.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            info!("{} was already unmounted", mountpoint.display());
+            return;
+        }
         Err(e) => warn!(
             "unmount of {} failed ({e}); detaching lazily",
             mountpoint.display()
