@@ -89,6 +89,8 @@ struct Queue {
     unwritten: u64,
     /// The file's zero-filled room as of its last write or top-up.
     room: u64,
+    /// Topping up the zeros failed, and has not worked since.
+    fill_failed: bool,
     /// `room` left less than [`LOW_ROOM`] after `unwritten` when last asked.
     low: bool,
 }
@@ -106,9 +108,15 @@ enum Turn {
     Wait,
     /// Only relaxed records: sync at this time unless someone else does first.
     SyncAt(Instant),
-    /// Write and sync these records (the waiter holds the file meanwhile): the messages,
-    /// the last version and their bytes.
-    Sync(LogFile, Vec<Msg>, u64, u64),
+    /// Write and sync these records (the waiter holds the file meanwhile).
+    Sync {
+        file: LogFile,
+        msgs: Vec<Msg>,
+        /// Version of the last record.
+        last: u64,
+        /// Framed bytes of the records.
+        bytes: u64,
+    },
 }
 
 /// The file being written: records end at `pos`; `pos..end` holds zeros on disk, at least
@@ -327,6 +335,7 @@ impl Changelog {
                 synced_at: Instant::now(),
                 unwritten: 0,
                 room,
+                fill_failed: false,
                 low,
             }),
             durable: watch::channel(Durable {
@@ -346,17 +355,20 @@ impl Changelog {
     /// spare. When they do not, first tries to make room (at most every [`ROOM_RETRY`]
     /// after a failure, and not while a sync holds the file).
     pub fn has_room(&self, bytes: u64) -> bool {
-        let mut q = self.queue();
-        let need = q.unwritten + bytes;
-        if q.room >= need + LOW_ROOM {
-            return true;
+        let mut guard = self.queue();
+        let q = &mut *guard;
+        let need = q.unwritten + bytes + LOW_ROOM;
+        if q.room < need {
+            if let Some(file) = q.file.as_mut().filter(|f| !f.failed_lately()) {
+                // An error means not even these bytes fit: no room, as `room` then shows.
+                let _ = file.reserve(need);
+                q.room = file.room();
+                q.fill_failed = file.fill_failed_at.is_some();
+            }
         }
-        if let Some(file) = q.file.as_mut().filter(|f| !f.failed_lately()) {
-            // An error means not even these bytes fit: no room, as `room` then shows.
-            let _ = file.reserve(need + LOW_ROOM);
-            q.room = file.room();
-        }
-        let low = q.room < need + LOW_ROOM;
+        // Short only once topping up failed: while a sync holds the file, its own top-up
+        // is what makes room.
+        let low = q.room < need && q.fill_failed;
         // Leaving the low state is logged where the zeros are topped up again.
         if low && !q.low {
             log_low(q.room, q.unwritten);
@@ -414,7 +426,12 @@ impl Changelog {
                         () = tokio::time::sleep_until(at) => self.queue().urgent = true,
                     }
                 }
-                Turn::Sync(file, msgs, last, bytes) => self.sync(file, msgs, last, bytes),
+                Turn::Sync {
+                    file,
+                    msgs,
+                    last,
+                    bytes,
+                } => self.sync(file, msgs, last, bytes),
             }
         }
     }
@@ -434,12 +451,12 @@ impl Changelog {
             return Ok(Turn::SyncAt(at));
         }
         q.urgent = false;
-        Ok(Turn::Sync(
+        Ok(Turn::Sync {
             file,
-            std::mem::take(&mut q.msgs),
-            q.last,
-            q.unwritten,
-        ))
+            msgs: std::mem::take(&mut q.msgs),
+            last: q.last,
+            bytes: q.unwritten,
+        })
     }
 
     /// Write and fdatasync `msgs` (`bytes` of records), then publish `last` as durable.
@@ -468,6 +485,7 @@ impl Changelog {
                     let mut q = self.queue();
                     q.unwritten -= bytes;
                     q.room = file.room();
+                    q.fill_failed = file.fill_failed_at.is_some();
                     q.file = Some(file);
                     q.synced_at = Instant::now();
                 }

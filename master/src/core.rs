@@ -253,7 +253,7 @@ async fn housekeeping(master: Arc<Master>) {
     let mut last_snapshot = tokio::time::Instant::now();
     loop {
         tick.tick().await;
-        let purge = {
+        let (orphans, deferred) = {
             let mut inner = master.lock();
             for id in inner.cluster.expire(timeout) {
                 warn!(
@@ -271,10 +271,10 @@ async fn housekeeping(master: Arc<Master>) {
             }
             (orphans, inner.sessions.take_deferred())
         };
-        for ino in purge.0 {
+        for ino in orphans {
             crate::ops::purge_or_defer(&master, ino, false).await;
         }
-        for ino in purge.1 {
+        for ino in deferred {
             crate::ops::purge_or_defer(&master, ino, true).await;
         }
         if last_snapshot.elapsed() >= snapshot_every {
