@@ -91,16 +91,22 @@ fn names(dir: &Path) -> BTreeSet<OsString> {
         .collect()
 }
 
-#[test]
-fn full_master_disk_refuses_changes_then_takes_them_again() {
+/// A running cluster of one chunkserver whose master keeps its data on a 24 MiB tmpfs.
+fn master_on_small_disk(master_config: &str) -> (Cluster, Tmpfs) {
     let c = Cluster::create(Opts {
         chunkservers: 1,
-        // Images and rotations are attempted while the disk is full, too.
-        master_config: "snapshot_interval_secs = 1\n".to_owned(),
+        master_config: master_config.to_owned(),
         ..Opts::default()
     });
-    let _disk = Tmpfs::mount(&c.master_data_dir(), "24m");
+    let disk = Tmpfs::mount(&c.master_data_dir(), "24m");
     c.start_all();
+    (c, disk)
+}
+
+#[test]
+fn full_master_disk_refuses_changes_then_takes_them_again() {
+    // Images and rotations are attempted while the disk is full, too.
+    let (c, _disk) = master_on_small_disk("snapshot_interval_secs = 1\n");
     let m = c.mount();
     let dir = m.join("d");
     fs::create_dir(&dir).expect("mkdir");
@@ -183,12 +189,7 @@ fn full_master_disk_refuses_changes_then_takes_them_again() {
 /// purged once space is back, with no restart: its chunks do not stay allocated.
 #[test]
 fn an_orphan_closed_on_a_full_master_disk_is_purged_once_space_is_back() {
-    let c = Cluster::create(Opts {
-        chunkservers: 1,
-        ..Opts::default()
-    });
-    let _disk = Tmpfs::mount(&c.master_data_dir(), "24m");
-    c.start_all();
+    let (c, _disk) = master_on_small_disk("");
     let m = c.mount();
     let dir = m.join("d");
     fs::create_dir(&dir).expect("mkdir");

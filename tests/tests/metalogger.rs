@@ -392,16 +392,36 @@ fn without_sync_metaloggers_losing_the_master_host_is_reported() {
     assert!(checked > 50, "only {checked} acknowledged operations");
 }
 
+/// A metalogger `ml0` of `c` with its data on a 16 MiB tmpfs (unmounted when dropped).
+fn metalogger_on_small_disk(c: &Cluster) -> (Tmpfs, Metalogger) {
+    let dir = c.dir().join("ml0");
+    std::fs::create_dir(&dir).expect("metalogger dir");
+    let disk = Tmpfs::mount(&dir, "16m");
+    let mut ml = Metalogger::start(c, "ml0");
+    ml.wait_following();
+    (disk, ml)
+}
+
+/// `ml`, whose disk is full, stays up without all records up to `version`; once
+/// `ballast` is removed it catches up to a copy equal to the master's.
+fn assert_paused_then_caught_up(c: &Cluster, ml: &mut Metalogger, version: u64, ballast: &Path) {
+    thread::sleep(Duration::from_secs(2));
+    ml.assert_alive("its disk is full");
+    assert!(
+        ml.version() < version,
+        "a full metalogger took every record"
+    );
+    std::fs::remove_file(ballast).expect("removing the ballast");
+    assert_same_metadata(c, ml, version);
+}
+
 /// A metalogger whose disk fills up stops taking records (it stays up; the master goes
 /// on) and catches up by itself once space is freed, to a copy equal to the master's.
 #[test]
 fn a_full_metalogger_disk_pauses_it_until_space_is_freed() {
     let c = one_chunkserver();
-    let dir = c.dir().join("ml0");
-    std::fs::create_dir(&dir).expect("metalogger dir");
-    let _disk = Tmpfs::mount(&dir, "16m");
-    let mut ml = Metalogger::start(&c, "ml0");
-    ml.wait_following();
+    let (_disk, mut ml) = metalogger_on_small_disk(&c);
+    let dir = ml.data_dir().to_owned();
     let ballast = fill_up(&dir);
     let log = c.log_path("ml0");
     let m = c.mount();
@@ -424,16 +444,8 @@ fn a_full_metalogger_disk_pauses_it_until_space_is_freed() {
     // More records than the 1 MiB left: a metalogger that kept taking them would fail.
     create(created, 4000);
     let version = c.status().expect("status").metadata_version;
-    thread::sleep(Duration::from_secs(2));
-    ml.assert_alive("its disk is full");
-    assert!(
-        ml.version() < version,
-        "a full metalogger took every record"
-    );
-
-    std::fs::remove_file(&ballast).expect("removing the ballast");
     drop(m);
-    assert_same_metadata(&c, &mut ml, version);
+    assert_paused_then_caught_up(&c, &mut ml, version, &ballast);
 }
 
 /// A metalogger that comes back far behind, to a disk with only its changelog's reserve
@@ -444,11 +456,8 @@ fn a_full_metalogger_disk_pauses_it_until_space_is_freed() {
 #[test]
 fn a_metalogger_far_behind_takes_its_backlog_in_pieces_that_fit_its_disk() {
     let c = one_chunkserver();
-    let dir = c.dir().join("ml0");
-    std::fs::create_dir(&dir).expect("metalogger dir");
-    let _disk = Tmpfs::mount(&dir, "16m");
-    let mut ml = Metalogger::start(&c, "ml0");
-    ml.wait_following();
+    let (_disk, mut ml) = metalogger_on_small_disk(&c);
+    let dir = ml.data_dir().to_owned();
     ml.signal(libc::SIGSTOP);
     let m = c.mount();
     let target = "t/".repeat(2047);
@@ -472,14 +481,6 @@ fn a_metalogger_far_behind_takes_its_backlog_in_pieces_that_fit_its_disk() {
         );
         thread::sleep(Duration::from_millis(100));
     }
-    thread::sleep(Duration::from_secs(2));
-    ml.assert_alive("its disk is full");
-    assert!(
-        ml.version() < version,
-        "a full metalogger took every record"
-    );
-
-    std::fs::remove_file(&ballast).expect("removing the ballast");
     drop(m);
-    assert_same_metadata(&c, &mut ml, version);
+    assert_paused_then_caught_up(&c, &mut ml, version, &ballast);
 }
