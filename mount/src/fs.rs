@@ -9,6 +9,7 @@ use crate::entry_cache::Lookup;
 use crate::handles::{Handles, OpenFile};
 use crate::kernel::KernelCache;
 use crate::listings::Listings;
+use crate::locks::lock;
 use crate::master_client::Master;
 use crate::options::MountOptions;
 use crate::reader::Reader;
@@ -31,7 +32,7 @@ use std::ffi::OsStr;
 use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::runtime::Handle;
 use tracing::{debug, debug_span, info, warn, Instrument, Span};
@@ -46,6 +47,12 @@ const READDIR_PAGE: u32 = 512;
 const STATFS_BLOCK: u64 = 64 << 10;
 /// How long the final flush at unmount may take.
 const FINAL_FLUSH: Duration = Duration::from_secs(60);
+
+/// What runs once the session has ended, after the final flush. The mount sets its
+/// unmount here: taking the mount out of fuser's hands before fuser drops it, fuser's
+/// own unmount-on-drop, which warns of a failure when a plain `umount` already ended
+/// the mount, has nothing left to do.
+pub type AtEnd = Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>;
 
 /// A reply that can carry an errno.
 pub trait ErrorReply {
@@ -327,11 +334,19 @@ pub struct ElkFs {
     /// ([`transport::rpc_runtime`]), so a request costs one wake-up, not one per task.
     meta_rt: Handle,
     core: Arc<Core>,
+    at_end: AtEnd,
 }
 
 impl ElkFs {
-    /// `kernel`: where to tell the kernel of changes it did not see.
-    pub fn new(rt: Handle, master: Arc<Master>, opts: MountOptions, kernel: KernelCache) -> ElkFs {
+    /// `kernel`: where to tell the kernel of changes it did not see. `at_end`: what to
+    /// run once the session has ended.
+    pub fn new(
+        rt: Handle,
+        master: Arc<Master>,
+        opts: MountOptions,
+        kernel: KernelCache,
+        at_end: AtEnd,
+    ) -> ElkFs {
         let meta_rt = transport::rpc_runtime().unwrap_or_else(|e| {
             warn!("metadata requests share the I/O threads: {e}");
             rt.clone()
@@ -350,6 +365,7 @@ impl ElkFs {
                 kernel,
                 opts,
             }),
+            at_end,
         }
     }
 
@@ -503,6 +519,9 @@ impl Filesystem for ElkFs {
         });
         if flushed.is_err() {
             warn!("final flush timed out; unflushed data is lost");
+        }
+        if let Some(end) = lock(&self.at_end).take() {
+            end();
         }
     }
 

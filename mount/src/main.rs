@@ -26,7 +26,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -57,14 +57,15 @@ fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// Unmounts; if the mount is busy, detaches it lazily so the session still ends once the
-/// last open file is closed.
+/// Unmounts, at a stop signal or once the session ended (a no-op if the signal's unmount
+/// came first); if the mount is busy, detaches it lazily so the session still ends once
+/// the last open file is closed.
 fn unmount(unmounter: &mut SessionUnmounter, mountpoint: &Path) {
     match unmounter.unmount() {
         Ok(()) => return,
-        // Someone unmounted it first (`umount`, then a stop signal): the session is ending.
+        // Someone unmounted it first (a plain `umount`): the session is ending or ended.
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            info!("{} was already unmounted", mountpoint.display());
+            debug!("{} was already unmounted", mountpoint.display());
             return;
         }
         Err(e) => warn!(
@@ -146,7 +147,14 @@ fn main() -> anyhow::Result<()> {
     if opts.entry_cache {
         meta_rt.spawn(watch::follow(master.clone(), kernel.clone()));
     }
-    let filesystem = fs::ElkFs::new(rt.handle().clone(), master.clone(), opts, kernel.clone());
+    let at_end = fs::AtEnd::default();
+    let filesystem = fs::ElkFs::new(
+        rt.handle().clone(),
+        master.clone(),
+        opts,
+        kernel.clone(),
+        at_end.clone(),
+    );
     let mut session = Session::new(filesystem, &mountpoint, &config)
         .with_context(|| format!("mounting {}", mountpoint.display()))?;
     kernel.attach(session.notifier(), master);
@@ -156,6 +164,11 @@ fn main() -> anyhow::Result<()> {
         masters.join(",")
     );
 
+    let mut end_unmounter = session.unmount_callable();
+    let end_mountpoint = mountpoint.clone();
+    *locks::lock(&at_end) = Some(Box::new(move || {
+        unmount(&mut end_unmounter, &end_mountpoint)
+    }));
     let mut unmounter = session.unmount_callable();
     let signal_mountpoint = mountpoint.clone();
     rt.spawn(async move {

@@ -70,7 +70,7 @@ impl<'c> Mount<'c> {
     }
 
     fn teardown(&mut self, strict: bool) {
-        let Some(daemon) = self.daemon.take() else {
+        let Some(mut daemon) = self.daemon.take() else {
             return;
         };
         let c_path = CString::new(self.path.as_os_str().as_bytes()).expect("path without NUL");
@@ -87,7 +87,18 @@ impl<'c> Mount<'c> {
             }
         }
         // After the unmount the FUSE session ends and the daemon should exit by itself.
-        let status = daemon.terminate(Duration::from_secs(10));
+        let by_itself = if clean && strict {
+            daemon.wait_exit(Duration::from_secs(10))
+        } else {
+            None
+        };
+        if strict && by_itself.is_none() {
+            panic!(
+                "elkfs-mount still ran 10 s after its unmount\n{}",
+                log_tail(&self.log_path(), 40)
+            );
+        }
+        let status = by_itself.unwrap_or_else(|| daemon.terminate(Duration::from_secs(10)));
         if strict && !status.success() {
             panic!(
                 "elkfs-mount exited with {status} after unmount\n{}",

@@ -73,6 +73,20 @@ impl Daemon {
         }
     }
 
+    /// Waits up to `timeout` for it to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM, then SIGKILL if it has not exited within `grace`. Returns the exit status.
     pub fn terminate(mut self, grace: Duration) -> ExitStatus {
         self.signal(libc::SIGTERM);

@@ -664,6 +664,26 @@ fn extended_attributes_are_not_supported() {
     assert!(!log.contains("Not Implemented"), "mount log:\n{log}");
 }
 
+/// A plain `umount` ends the mount daemon by itself, with exit status 0 and no warning or
+/// error in its log (fuser's own unmount-on-drop used to warn of a failed unmount).
+#[test]
+fn a_plain_umount_ends_the_mount_quietly() {
+    let c = cluster();
+    let m = c.mount();
+    // No open files: a release the kernel sends on its own may be answered after the
+    // unmount, which fuser logs as an error.
+    fs::create_dir(m.join("dir")).expect("mkdir");
+    assert!(fs::metadata(m.join("dir")).expect("stat").is_dir());
+    let log = m.log_path();
+    m.unmount();
+    let log = fs::read_to_string(log).expect("mount log");
+    assert!(log.contains("unmounted"), "mount log:\n{log}");
+    assert!(
+        !log.contains(" WARN ") && !log.contains(" ERROR "),
+        "mount log:\n{log}"
+    );
+}
+
 #[test]
 fn unlinked_open_file_stays_usable() {
     let c = cluster();
