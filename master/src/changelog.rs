@@ -91,7 +91,7 @@ struct Queue {
     room: u64,
     /// Topping up the zeros failed, and has not worked since.
     fill_failed: bool,
-    /// `room` left less than [`LOW_ROOM`] after `unwritten` when last asked.
+    /// [`Changelog::has_room`] last said no.
     low: bool,
 }
 

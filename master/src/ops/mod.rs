@@ -50,7 +50,6 @@ impl Master {
     }
 }
 
-/// Remove an unlinked inode nobody has open any more.
 /// [`purge`], or when it fails (a full disk refuses the record) leaves `ino` to be tried
 /// again every second: an orphan that is not purged keeps its chunks until a restart.
 /// `retry`: it failed before and was logged then.
@@ -65,6 +64,7 @@ pub async fn purge_or_defer(master: &Master, ino: u64, retry: bool) {
     }
 }
 
+/// Remove an unlinked inode nobody has open any more.
 pub async fn purge(master: &Master, ino: u64) -> Result<(), FsError> {
     master
         .mutate(|m, inner| {
