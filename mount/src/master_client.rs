@@ -7,6 +7,7 @@
 
 use crate::entry_cache::{EntryCache, Lookup, Stamp};
 use crate::locks::lock;
+use elkfs_proto::calls::MetaCalls;
 use elkfs_proto::limits::CHUNK_SIZE;
 use elkfs_proto::meta::meta_client::MetaClient;
 use elkfs_proto::meta::{
@@ -15,7 +16,7 @@ use elkfs_proto::meta::{
     OpenRequest, ReadDirReply, ReadDirRequest, ReleaseRequest, RenameRequest, SetAttrRequest,
     StatFsReply, SymlinkRequest, WriteEndRequest,
 };
-use elkfs_proto::transport::{self, from_session};
+use elkfs_proto::transport;
 use elkfs_proto::FsError;
 use futures::future::join_all;
 use std::cmp::Reverse;
@@ -38,8 +39,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 const RELEASE_DELAY: Duration = Duration::from_millis(2);
 
 pub struct Master {
-    /// Every master address with its client, in the order given.
-    masters: Vec<(String, MetaClient<Channel>)>,
+    /// Every master, in the order given.
+    masters: Vec<Remote>,
     /// Index in `masters` of the one that accepted the session.
     active: AtomicUsize,
     name: String,
@@ -61,33 +62,33 @@ pub struct Master {
     epoch: AtomicU64,
 }
 
-/// One Meta RPC through [`Master::call`]; with `session`, the request's session field is
+/// One master: framed calls for requests, gRPC for the notice stream.
+struct Remote {
+    addr: String,
+    calls: MetaCalls,
+    grpc: MetaClient<Channel>,
+}
+
+/// One Meta call through [`Master::call`]; with `session`, the request's session field is
 /// filled with the current session id on every attempt.
 macro_rules! rpc {
     ($self:expr, $method:ident, $req:expr) => {{
         let req = $req;
         $self
-            .call(
-                stringify!($method),
-                move |mut c: MetaClient<Channel>, session: u64| {
-                    let req = from_session(req.clone(), session);
-                    async move { c.$method(req).await }
-                },
-            )
+            .call(stringify!($method), move |c: MetaCalls, session: u64| {
+                let req = req.clone();
+                async move { c.$method(req, session).await }
+            })
             .await
     }};
     ($self:expr, $method:ident, $req:expr, session) => {{
         let req = $req;
         $self
-            .call(
-                stringify!($method),
-                move |mut c: MetaClient<Channel>, session: u64| {
-                    let mut req = req.clone();
-                    req.session = session;
-                    let req = from_session(req, session);
-                    async move { c.$method(req).await }
-                },
-            )
+            .call(stringify!($method), move |c: MetaCalls, session: u64| {
+                let mut req = req.clone();
+                req.session = session;
+                async move { c.$method(req, session).await }
+            })
             .await
     }};
 }
@@ -106,10 +107,11 @@ impl Master {
         let masters = addrs
             .iter()
             .map(|a| {
-                Ok((
-                    a.clone(),
-                    transport::meta_client(transport::latency_channel(a)?),
-                ))
+                Ok(Remote {
+                    addr: a.clone(),
+                    calls: MetaCalls::new(a),
+                    grpc: transport::meta_client(transport::latency_channel(a)?),
+                })
             })
             .collect::<Result<Vec<_>, FsError>>()?;
         Ok(Master {
@@ -159,11 +161,16 @@ impl Master {
     }
 
     fn active_addr(&self) -> &str {
-        &self.masters[self.active.load(Ordering::Relaxed)].0
+        &self.active().addr
     }
 
-    pub(crate) fn client(&self) -> MetaClient<Channel> {
-        self.masters[self.active.load(Ordering::Relaxed)].1.clone()
+    fn active(&self) -> &Remote {
+        &self.masters[self.active.load(Ordering::Relaxed)]
+    }
+
+    /// For the notice stream, which stays on gRPC.
+    pub(crate) fn watch_client(&self) -> MetaClient<Channel> {
+        self.active().grpc.clone()
     }
 
     pub(crate) fn cache(&self) -> MutexGuard<'_, EntryCache> {
@@ -205,11 +212,11 @@ impl Master {
             return;
         }
         let probe = |i: usize, seen: u64| {
-            let mut client = self.masters[i].1.clone();
+            let client = self.masters[i].calls.clone();
             async move {
-                let asked = client.epoch(EpochRequest { epoch_seen: seen });
+                let asked = client.epoch(EpochRequest { epoch_seen: seen }, 0);
                 match tokio::time::timeout(PROBE_TIMEOUT, asked).await {
-                    Ok(Ok(r)) => Some(r.into_inner().epoch),
+                    Ok(Ok(r)) => Some(r.epoch),
                     _ => None,
                 }
             }
@@ -232,7 +239,7 @@ impl Master {
         {
             warn!(
                 "master {} is at an older epoch than {}: superseded by a promotion",
-                self.masters[i].0, self.masters[best].0
+                self.masters[i].addr, self.masters[best].addr
             );
             probe(i, newest).await;
         }
@@ -258,8 +265,8 @@ impl Master {
         let n = self.masters.len();
         let mut last = None;
         for i in (first..first + n).map(|i| i % n) {
-            let (addr, client) = &self.masters[i];
-            match self.hello_to(client.clone()).await {
+            let Remote { addr, calls, .. } = &self.masters[i];
+            match self.hello_to(calls).await {
                 Err(FsError::Unavailable(e)) => {
                     debug!("master {addr} unavailable: {e}");
                     last = Some(FsError::Unavailable(format!("{addr}: {e}")));
@@ -276,7 +283,7 @@ impl Master {
         Err(last.unwrap_or_else(|| FsError::Unavailable("no master address".into())))
     }
 
-    async fn hello_to(&self, mut client: MetaClient<Channel>) -> Result<(), FsError> {
+    async fn hello_to(&self, client: &MetaCalls) -> Result<(), FsError> {
         let seen = self.epoch.load(Ordering::Relaxed);
         let req = HelloRequest {
             client: self.name.clone(),
@@ -284,7 +291,7 @@ impl Master {
             open_inodes: self.open_inodes(),
             epoch_seen: seen,
         };
-        let reply = client.hello(req).await?.into_inner();
+        let reply = client.hello(req, 0).await?;
         if reply.epoch < seen {
             return Err(FsError::Unavailable(format!(
                 "master at epoch {}, older than epoch {seen} seen before: superseded",
@@ -309,8 +316,8 @@ impl Master {
     /// unreachable for [`RETRY_FOR`].
     pub async fn call<T, F, Fut>(&self, what: &'static str, f: F) -> Result<T, FsError>
     where
-        F: Fn(MetaClient<Channel>, u64) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+        F: Fn(MetaCalls, u64) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
     {
         let start = Instant::now();
         let mut delay = Duration::from_millis(50);
@@ -323,10 +330,9 @@ impl Master {
                         self.reattach.store(false, Ordering::Relaxed);
                     }
                 }
-                match f(self.client(), self.session()).await {
-                    Ok(reply) => Ok(reply.into_inner()),
-                    Err(status) => Err(FsError::from(status)),
-                }
+                f(self.active().calls.clone(), self.session())
+                    .await
+                    .map_err(FsError::from)
             };
             match attempt.await {
                 Err(FsError::Unavailable(e)) if start.elapsed() < RETRY_FOR => {

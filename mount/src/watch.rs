@@ -20,7 +20,7 @@ pub async fn follow(master: Arc<Master>, kernel: KernelCache) {
         // The master leaves out the notices of this session's own changes: their replies
         // showed them.
         let req = from_session(WatchRequest {}, master.session());
-        match master.client().watch(req).await {
+        match master.watch_client().watch(req).await {
             Ok(stream) => {
                 let mut stream = stream.into_inner();
                 loop {

@@ -3,7 +3,8 @@
 use tonic::{Code, Status};
 
 /// Metadata key carrying the error kind, so the errno survives the trip over gRPC exactly.
-const KIND_KEY: &str = "elkfs-error";
+pub(crate) const KIND_KEY: &str = "elkfs-error";
+pub(crate) const DETAIL_KEY: &str = "elkfs-detail";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FsError {
@@ -162,7 +163,7 @@ impl From<FsError> for Status {
             status.metadata_mut().insert(KIND_KEY, v);
         }
         if let Ok(v) = e.detail().parse() {
-            status.metadata_mut().insert("elkfs-detail", v);
+            status.metadata_mut().insert(DETAIL_KEY, v);
         }
         status
     }
@@ -172,7 +173,7 @@ impl From<Status> for FsError {
     fn from(s: Status) -> FsError {
         let detail = s
             .metadata()
-            .get("elkfs-detail")
+            .get(DETAIL_KEY)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
             .unwrap_or_else(|| s.message().to_owned());

@@ -8,6 +8,7 @@
 //! * [`limits`], [`transport`]: sizes and gRPC settings both ends must agree on.
 
 pub mod buckets;
+pub mod calls;
 mod coalesce;
 pub mod daemon;
 pub mod error;

@@ -1,6 +1,7 @@
-//! Hostile or broken requests straight over gRPC: each gets a clean elkfs error status,
-//! and the daemons stay up.
+//! Hostile or broken requests straight over gRPC and over the master's framed Meta calls:
+//! each gets a clean elkfs error status, and the daemons stay up.
 
+use elkfs_proto::calls::frame::{self, MAGIC};
 use elkfs_proto::chunk::{write_message, ReadRequest, WriteData, WriteMessage, WriteStart};
 use elkfs_proto::limits::{CHUNK_SIZE, ROOT_INO};
 use elkfs_proto::meta::meta_client::MetaClient;
@@ -12,7 +13,10 @@ use elkfs_proto::meta::{
 use elkfs_proto::transport;
 use elkfs_tests::{Cluster, Opts};
 use std::fs;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tonic::transport::Channel;
+use tonic::Code;
 
 /// A clean rejection carries the elkfs error kind; a crash or a transport failure does not.
 #[track_caller]
@@ -352,6 +356,86 @@ fn master_rejects_bad_requests() {
     let m = c.mount();
     assert_eq!(
         fs::read(m.join("f")).expect("read after bad input"),
+        b"content"
+    );
+}
+
+/// A framed call with any `body`, as a mount would send it.
+fn raw_call(id: u64, method: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = ((17 + body.len()) as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&0u64.to_be_bytes());
+    out.push(method);
+    out.extend_from_slice(body);
+    out
+}
+
+/// Sends `bytes` on `conn` and reads the reply, which must carry `id`.
+async fn ask(conn: &mut TcpStream, id: u64, bytes: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+    conn.write_all(bytes).await.expect("send");
+    let reply = frame::read_reply(conn).await.expect("a reply");
+    assert_eq!(reply.id, id);
+    reply.outcome.map(|body| body.to_vec())
+}
+
+async fn calls_connection(addr: &str, magic: &[u8]) -> TcpStream {
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(magic).await.expect("magic");
+    conn
+}
+
+#[test]
+fn master_answers_bad_framed_calls_cleanly() {
+    let (c, rt) = cluster_with_file(b"content");
+    rt.block_on(async {
+        let mut conn = calls_connection(&c.master_addr(), &MAGIC).await;
+        let not_a_message = ask(&mut conn, 1, &raw_call(1, 3, &[0xff, 0xff, 0xff])).await;
+        assert_eq!(
+            not_a_message.expect_err("refused").code(),
+            Code::InvalidArgument
+        );
+        let no_such_call = ask(&mut conn, 2, &raw_call(2, 200, &[])).await;
+        assert_eq!(
+            no_such_call.expect_err("refused").code(),
+            Code::Unimplemented
+        );
+        let unknown_parent = LookupRequest {
+            parent: 0xdead_beef,
+            name: b"f".to_vec(),
+        };
+        let err = ask(&mut conn, 3, &frame::request(3, 0, 3, &unknown_parent))
+            .await
+            .expect_err("refused");
+        assert!(err.metadata().get("elkfs-error").is_some(), "{err:?}");
+        let ping = ask(&mut conn, 4, &raw_call(4, 0, &[])).await;
+        assert!(ping.expect("pong").is_empty());
+        // The connection still serves.
+        let f = LookupRequest {
+            parent: ROOT_INO,
+            name: b"f".to_vec(),
+        };
+        let found = ask(&mut conn, 5, &frame::request(5, 0, 3, &f)).await;
+        let found: elkfs_proto::meta::AttrReply =
+            prost::Message::decode(&found.expect("lookup f")[..]).expect("reply");
+        assert!(found.attr.is_some());
+
+        // A frame longer than any message, and a stranger's greeting: that connection
+        // is closed, nothing else.
+        conn.write_all(&u32::MAX.to_be_bytes()).await.expect("send");
+        assert!(
+            frame::read_reply(&mut conn).await.is_err(),
+            "oversized frame answered"
+        );
+        let mut stranger = calls_connection(&c.master_addr(), b"ELKX").await;
+        assert!(
+            frame::read_reply(&mut stranger).await.is_err(),
+            "bad magic served"
+        );
+    });
+    assert!(c.master_running(), "master died on bad frames");
+    let m = c.mount();
+    assert_eq!(
+        fs::read(m.join("f")).expect("read after bad frames"),
         b"content"
     );
 }

@@ -1,13 +1,16 @@
-//! gRPC adapters: decode a request, call the matching [`Master`](crate::core::Master)
-//! method, encode the answer. No decisions are made here.
+//! gRPC adapters (and the framed Meta calls, through the same handlers): decode a request,
+//! call the matching [`Master`](crate::core::Master) method, encode the answer. No
+//! decisions are made here.
 
 mod admin;
+mod calls;
 mod feed;
 mod meta;
 mod origin;
 mod registry;
 
 pub use admin::AdminService;
+pub use calls::serve as serve_calls;
 pub use feed::FeedService;
 pub use meta::MetaService;
 pub use origin::Origin;

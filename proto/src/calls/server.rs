@@ -1,0 +1,73 @@
+//! The answering side: requests of one connection run concurrently, each reply goes back
+//! as soon as it is ready.
+
+use super::client::KEEPALIVE;
+use super::frame::{self, PING};
+use super::send_frames;
+use bytes::Bytes;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tonic::Status;
+use tracing::{debug, warn, Instrument};
+
+/// Serves the call connection `stream` (its magic already read) until the peer closes it,
+/// sends a bad frame, stays silent past its keep-alive, or `stop` resolves. `handle`
+/// answers one request.
+pub async fn serve<H, F>(stream: TcpStream, handle: H, stop: impl Future<Output = ()>)
+where
+    H: Fn(frame::Request) -> F,
+    F: Future<Output = Result<Bytes, Status>> + Send + 'static,
+{
+    let peer = stream.peer_addr().ok();
+    let span = tracing::info_span!("calls", ?peer);
+    let (read, write) = stream.into_split();
+    let (replies, queued) = mpsc::unbounded_channel();
+    // Aborted when this returns or is dropped, closing the connection even while a
+    // handler still holds the reply queue.
+    let mut sender = JoinSet::new();
+    sender.spawn(send_frames(write, queued).instrument(span.clone()));
+    let heard = Arc::new(AtomicBool::new(true));
+    let requests = async {
+        let mut read = BufReader::with_capacity(64 << 10, read);
+        loop {
+            let req = match frame::read_request(&mut read).await {
+                Ok(req) => req,
+                Err(frame::FrameError::Io(e)) => return debug!("connection closed: {e}"),
+                Err(e) => return warn!("closing the connection: {e}"),
+            };
+            heard.store(true, Ordering::Relaxed);
+            let id = req.id;
+            if req.method == PING {
+                let _ = replies.send(frame::reply(id, Ok(Bytes::new())));
+                continue;
+            }
+            let answer = handle(req);
+            let replies = replies.clone();
+            tokio::spawn(
+                async move {
+                    let _ = replies.send(frame::reply(id, answer.await));
+                }
+                .instrument(span.clone()),
+            );
+        }
+    };
+    // A client pings at least every other keep-alive period, so this is a dead peer.
+    let silence = async {
+        loop {
+            tokio::time::sleep(KEEPALIVE * 3).await;
+            if !heard.swap(false, Ordering::Relaxed) {
+                return warn!("closing the connection: silent for {:?}", KEEPALIVE * 3);
+            }
+        }
+    };
+    tokio::select! {
+        () = requests.instrument(span.clone()) => {}
+        () = silence.instrument(span.clone()) => {}
+        () = stop => {}
+    }
+}
