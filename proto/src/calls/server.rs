@@ -23,8 +23,10 @@ where
     H: Fn(frame::Request) -> F,
     F: Future<Output = Result<Bytes, Status>> + Send + 'static,
 {
-    let peer = stream.peer_addr().ok();
-    let span = tracing::info_span!("calls", ?peer);
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|e| e.to_string(), |a| a.to_string());
+    let span = tracing::info_span!("calls", %peer);
     let (read, write) = stream.into_split();
     let (replies, queued) = mpsc::unbounded_channel();
     // Aborted when this returns or is dropped, closing the connection even while a
