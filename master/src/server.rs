@@ -100,7 +100,7 @@ async fn accept(
                 Ok(Ok(false)) => {
                     let _ = grpc.send(Ok(stream)).await;
                 }
-                Ok(Err(e)) => debug!(error = %e, "connection closed before its first bytes"),
+                Ok(Err(e)) => debug!(error = %e, "connection dropped at its first bytes"),
                 Err(_) => debug!("connection silent since it opened: closed"),
             }
         });
