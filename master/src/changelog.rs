@@ -353,8 +353,32 @@ impl Changelog {
 
     /// Whether `bytes` more record bytes fit, after those queued, with [`LOW_ROOM`] to
     /// spare. When they do not, first tries to make room (at most every [`ROOM_RETRY`]
-    /// after a failure, and not while a sync holds the file).
+    /// after a failure, and not while a sync holds the file). While a sync holds the file
+    /// and the room last seen is short, says yes: that sync's own top-up makes room, and a
+    /// master's record is far inside the margin.
     pub fn has_room(&self, bytes: u64) -> bool {
+        self.room_verdict(bytes).unwrap_or(true)
+    }
+
+    /// [`Changelog::has_room`] for large batches (a metalogger catching up): where that
+    /// would say yes on trust, waits for the sync holding the file and asks again. Batches
+    /// taken on trust while a failing top-up runs could queue more than the disk holds.
+    pub async fn wait_for_room(&self, bytes: u64) -> bool {
+        let mut rx = self.durable.subscribe();
+        loop {
+            if rx.borrow_and_update().failed {
+                return false;
+            }
+            if let Some(verdict) = self.room_verdict(bytes) {
+                return verdict;
+            }
+            // The sender lives as long as `self`; the sync ends with a change.
+            let _ = rx.changed().await;
+        }
+    }
+
+    /// Whether `bytes` fit, or `None` when only the sync holding the file can tell.
+    fn room_verdict(&self, bytes: u64) -> Option<bool> {
         let mut guard = self.queue();
         let q = &mut *guard;
         let need = q.unwritten + bytes + LOW_ROOM;
@@ -366,15 +390,21 @@ impl Changelog {
                 q.fill_failed = file.fill_failed_at.is_some();
             }
         }
-        // Short only once topping up failed: while a sync holds the file, its own top-up
-        // is what makes room.
-        let low = q.room < need && q.fill_failed;
-        // Leaving the low state is logged where the zeros are topped up again.
-        if low && !q.low {
-            log_low(q.room, q.unwritten);
+        let verdict = if q.room >= need {
+            Some(true)
+        } else if q.fill_failed {
+            Some(false)
+        } else {
+            None
+        };
+        if let Some(fits) = verdict {
+            // Leaving the low state is logged where the zeros are topped up again.
+            if !fits && !q.low {
+                log_low(q.room, q.unwritten);
+            }
+            q.low = !fits;
         }
-        q.low = low;
-        !low
+        verdict
     }
 
     /// Queue the record with `version` (callers submit in version order); the next wait
@@ -601,6 +631,28 @@ mod tests {
         );
         log.wait(2).await.expect("durable");
         assert_eq!(versions_on_disk(dir.path(), 1), vec![1, 2]);
+    }
+
+    /// While a sync holds the file and the room last seen is short, `has_room` trusts the
+    /// sync's top-up but `wait_for_room` waits for the sync to end and then decides.
+    #[tokio::test]
+    async fn a_short_room_during_a_sync_is_decided_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Changelog::start(dir.path(), 1).expect("start");
+        let file = log.queue().file.take().expect("no sync runs");
+        let short = log.queue().room;
+        assert!(log.has_room(short), "taken on trust");
+        let waiting = log.wait_for_room(short);
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut waiting)
+                .await
+                .is_err(),
+            "decided while the sync runs"
+        );
+        log.queue().file = Some(file);
+        log.durable.send_modify(|_| {});
+        assert!(waiting.await, "a healthy disk tops up");
     }
 
     /// Records synced one by one, most ending inside a block that the next write rewrites

@@ -26,7 +26,7 @@ const IMAGE_PIECE: usize = 1 << 20;
 /// Records per message, at most.
 const BATCH: usize = 1024;
 /// Payload bytes per message, at most (plus one record): a metalogger takes a message
-/// only when it fits in its disk's room with a margin (`Changelog::has_room`).
+/// only when it fits in its disk's room with a margin (`Changelog::wait_for_room`).
 const BATCH_BYTES: usize = 256 << 10;
 /// Live records buffered per follower; a follower further behind re-reads the files.
 const LIVE_CAPACITY: usize = 1 << 14;

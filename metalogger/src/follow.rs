@@ -98,7 +98,7 @@ impl Follower {
                 Err(SessionError::Store(e @ StoreError::NotDurable(_))) => return Err(e.into()),
                 Err(SessionError::Store(StoreError::NoSpace)) => {
                     // The changelog logged it. The master keeps the records (or sends an
-                    // image) until this disk has room again; `has_room` retries for it.
+                    // image) until this disk has room again; `wait_for_room` retries for it.
                     tokio::select! {
                         _ = tokio::time::sleep(NO_SPACE_WAIT) => {}
                         _ = stop.wait_for(|s| *s) => break,
@@ -195,7 +195,7 @@ impl Follower {
                     }
                 }
                 Item::Records(batch) => {
-                    self.store.append(&batch.records, batch.awaited)?;
+                    self.store.append(&batch.records, batch.awaited).await?;
                     if let Some(replica) = self.replica.as_mut() {
                         replica.apply(&batch.records)?;
                     }

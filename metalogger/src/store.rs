@@ -105,7 +105,11 @@ impl Store {
 
     /// Append consecutive records after [`Store::version`]. `awaited`: the master waits
     /// for them (sync them at once); otherwise they may wait a little to share an fsync.
-    pub fn append(&mut self, records: &[FeedRecord], awaited: bool) -> Result<(), StoreError> {
+    pub async fn append(
+        &mut self,
+        records: &[FeedRecord],
+        awaited: bool,
+    ) -> Result<(), StoreError> {
         let durable = self.log.durable();
         if durable.failed {
             return Err(elkfs_master::changelog::NotDurable(durable.version).into());
@@ -114,7 +118,7 @@ impl Store {
             .iter()
             .map(|r| (r.payload.len() + frame::HEADER_LEN) as u64)
             .sum();
-        if !self.log.has_room(bytes) {
+        if !self.log.wait_for_room(bytes).await {
             return Err(StoreError::NoSpace);
         }
         for r in records {
@@ -240,8 +244,8 @@ fn set_aside_changelogs(dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn out_of_order_records_are_refused() {
+    #[tokio::test]
+    async fn out_of_order_records_are_refused() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let (mut store, _) = Store::open(tmp.path(), 3).expect("open");
         let rec = |version| FeedRecord {
@@ -250,12 +254,12 @@ mod tests {
             committed_unix_micros: 0,
         };
         assert!(matches!(
-            store.append(&[rec(2)], true),
+            store.append(&[rec(2)], true).await,
             Err(StoreError::Discontinuous { have: 0, got: 2 })
         ));
-        store.append(&[rec(1)], true).expect("first record");
+        store.append(&[rec(1)], true).await.expect("first record");
         assert!(matches!(
-            store.append(&[rec(1)], true),
+            store.append(&[rec(1)], true).await,
             Err(StoreError::Discontinuous { have: 1, got: 1 })
         ));
     }
