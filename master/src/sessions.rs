@@ -48,22 +48,24 @@ impl Sessions {
         }
     }
 
-    /// A mount says hello; a reconnecting one keeps its id and re-opens its files.
-    pub fn hello(&mut self, resume: u64, open_inodes: &[u64]) -> u64 {
+    /// A mount says hello; a reconnecting one keeps its id and re-opens its files. Returns
+    /// the session and whether it was live already (a keepalive).
+    pub fn hello(&mut self, resume: u64, open_inodes: &[u64]) -> (u64, bool) {
         let id = if resume != 0 {
             resume
         } else {
             self.next += 1;
             self.next
         };
-        if resume != 0 && !self.opens.contains_key(&id) {
+        let live = self.opens.contains_key(&id);
+        if resume != 0 && !live {
             for &ino in open_inodes {
                 self.open(id, ino);
             }
         }
         self.opens.entry(id).or_default();
         self.seen.insert(id, Instant::now());
-        id
+        (id, live)
     }
 
     /// Forget sessions silent for longer than `timeout`. Returns the inodes that are no
@@ -168,7 +170,10 @@ mod tests {
     #[test]
     fn silent_sessions_release_their_files() {
         let mut s = Sessions::new();
-        let (a, b) = (s.hello(0, &[]), s.hello(0, &[]));
+        let ((a, false), (b, false)) = (s.hello(0, &[]), s.hello(0, &[])) else {
+            panic!("new sessions were live already");
+        };
+        assert_eq!(s.hello(a, &[]), (a, true), "a keepalive");
         s.open(a, 10);
         s.open(a, 10);
         s.open(b, 10);
@@ -182,7 +187,7 @@ mod tests {
         assert!(s.is_open(10), "b still holds 10");
         assert!(!s.is_open(11));
         // A mount that was expired and comes back re-asserts what it has open.
-        s.hello(a, &[11]);
+        assert_eq!(s.hello(a, &[11]), (a, false));
         assert!(s.is_open(11));
     }
 }

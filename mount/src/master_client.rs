@@ -47,6 +47,8 @@ pub struct Master {
     session: AtomicU64,
     /// Set after a transport failure: the next call first re-attaches the session.
     reattach: AtomicBool,
+    /// A keepalive found no master; logged once, and again when a hello works.
+    lost: AtomicBool,
     /// Serialises re-attaching, so concurrent calls send one Hello.
     hello_lock: tokio::sync::Mutex<()>,
     /// Inodes this mount holds open, with their open counts (re-asserted on reconnect).
@@ -120,6 +122,7 @@ impl Master {
             name,
             session: AtomicU64::new(0),
             reattach: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
             hello_lock: tokio::sync::Mutex::new(()),
             open: Mutex::new(HashMap::new()),
             cache: Mutex::new(EntryCache::default()),
@@ -252,8 +255,10 @@ impl Master {
             tokio::time::sleep(KEEPALIVE).await;
             let _one = self.hello_lock.lock().await;
             if let Err(e) = self.hello().await {
-                debug!("keepalive: {e}");
                 self.reattach.store(true, Ordering::Relaxed);
+                if !self.lost.swap(true, Ordering::Relaxed) {
+                    warn!("lost contact with the master, retrying: {e}");
+                }
             }
         }
     }
@@ -306,7 +311,9 @@ impl Master {
             )));
         }
         let old = self.session.swap(reply.session, Ordering::Relaxed);
-        if old != 0 {
+        self.reattach.store(false, Ordering::Relaxed);
+        // Every keepalive says hello: only one after a lost contact is news.
+        if old != 0 && (old != reply.session || self.lost.swap(false, Ordering::Relaxed)) {
             info!(old, new = reply.session, "re-attached to the master");
         }
         Ok(())
@@ -327,7 +334,6 @@ impl Master {
                     let _one = self.hello_lock.lock().await;
                     if self.reattach.load(Ordering::Relaxed) {
                         self.hello().await?;
-                        self.reattach.store(false, Ordering::Relaxed);
                     }
                 }
                 f(self.active().calls.clone(), self.session())

@@ -329,7 +329,7 @@ impl Master {
         }
     }
 
-    pub fn hello(&self, resume: u64, open_inodes: &[u64]) -> u64 {
+    pub fn hello(&self, resume: u64, open_inodes: &[u64]) -> (u64, bool) {
         self.lock().sessions.hello(resume, open_inodes)
     }
 

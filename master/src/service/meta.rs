@@ -20,8 +20,12 @@ impl Meta for MetaService {
     async fn hello(&self, r: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
         let r = r.into_inner();
         let epoch = self.0.check_epoch(r.epoch_seen, &r.client)?;
-        let session = self.0.hello(r.resume_session, &r.open_inodes);
-        tracing::info!(session, resumed = r.resume_session != 0, "mount connected");
+        let (session, live) = self.0.hello(r.resume_session, &r.open_inodes);
+        if live {
+            tracing::debug!(session, "mount session renewed");
+        } else {
+            tracing::info!(session, resumed = r.resume_session != 0, "mount connected");
+        }
         Ok(Response::new(HelloReply {
             session,
             chunk_size: CHUNK_SIZE,
