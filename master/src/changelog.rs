@@ -102,6 +102,9 @@ pub struct Changelog {
     dir: PathBuf,
     queue: Mutex<Queue>,
     durable: watch::Sender<Durable>,
+    /// Turns true when writing fails: what [`Changelog::failed`] waits on, so that its
+    /// task is not woken by every sync (a cross-thread wake-up per change).
+    broken: watch::Sender<bool>,
 }
 
 /// What a waiter does next.
@@ -345,6 +348,7 @@ impl Changelog {
                 failed: false,
             })
             .0,
+            broken: watch::channel(false).0,
         })
     }
 
@@ -530,6 +534,7 @@ impl Changelog {
             Err(e) => {
                 error!(error = %e, "changelog write failed: no further metadata changes are taken");
                 self.durable.send_modify(|d| d.failed = true);
+                self.broken.send_replace(true);
             }
         }
     }
@@ -541,7 +546,7 @@ impl Changelog {
     /// Resolves once writing has failed (never, while it works).
     pub async fn failed(&self) {
         // The sender lives as long as `self`, so waiting only ends at a failure.
-        let _ = self.durable.subscribe().wait_for(|d| d.failed).await;
+        let _ = self.broken.subscribe().wait_for(|b| *b).await;
     }
 }
 
