@@ -312,8 +312,9 @@ impl Master {
         }
         let old = self.session.swap(reply.session, Ordering::Relaxed);
         self.reattach.store(false, Ordering::Relaxed);
+        let was_lost = self.lost.swap(false, Ordering::Relaxed);
         // Every keepalive says hello: only one after a lost contact is news.
-        if old != 0 && (old != reply.session || self.lost.swap(false, Ordering::Relaxed)) {
+        if old != 0 && (old != reply.session || was_lost) {
             info!(old, new = reply.session, "re-attached to the master");
         }
         Ok(())
