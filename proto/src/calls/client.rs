@@ -2,7 +2,7 @@
 //! after it breaks. Calls share it, each waiting for the reply that carries its id.
 
 use super::frame::{self, Reply, MAGIC, PING};
-use super::send_frames;
+use super::outbox::Outbox;
 use crate::meta::Empty;
 use crate::transport;
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Status;
 use tracing::debug;
@@ -31,7 +31,7 @@ pub struct MetaCalls {
 }
 
 struct Conn {
-    frames: mpsc::UnboundedSender<Vec<u8>>,
+    out: Outbox,
     state: Mutex<State>,
     next_id: AtomicU64,
     /// A frame came in since the keep-alive last looked.
@@ -93,22 +93,13 @@ impl Conn {
         stream.set_nodelay(true)?;
         let (read, mut write) = stream.into_split();
         write.write_all(&MAGIC).await?;
-        let (frames, queued) = mpsc::unbounded_channel();
         let conn = Arc::new(Conn {
-            frames,
+            out: Outbox::new(write),
             state: Mutex::default(),
             next_id: AtomicU64::new(1),
             heard: AtomicBool::new(false),
         });
-        let weak = Arc::downgrade(&conn);
-        tokio::spawn(async move {
-            if let Err(e) = send_frames(write, queued).await {
-                if let Some(c) = weak.upgrade() {
-                    c.break_off(format!("sending: {e}"));
-                }
-            }
-        });
-        let reader = tokio::spawn(read_replies(conn.clone(), read));
+        let reader = tokio::spawn(run(conn.clone(), read));
         tokio::spawn(keep_alive(Arc::downgrade(&conn), reader));
         Ok(conn)
     }
@@ -133,12 +124,8 @@ impl Conn {
             }
             state.waiting.insert(id, answer);
         }
-        if self
-            .frames
-            .send(frame::request(id, session, method, req))
-            .is_err()
-        {
-            self.break_off("connection closed".into());
+        if let Err(e) = self.out.send(&frame::request(id, session, method, req)) {
+            self.break_off(format!("sending: {e}"));
         }
         Ok(answered)
     }
@@ -162,14 +149,22 @@ impl Conn {
     }
 }
 
-async fn read_replies(conn: Arc<Conn>, read: OwnedReadHalf) {
+/// Delivers replies and writes what the socket did not take at once, until either fails.
+async fn run(conn: Arc<Conn>, read: OwnedReadHalf) {
     let mut read = BufReader::with_capacity(64 << 10, read);
-    loop {
-        match frame::read_reply(&mut read).await {
-            Ok(reply) => conn.deliver(reply),
-            Err(e) => return conn.break_off(format!("receiving: {e}")),
+    let receiving = async {
+        loop {
+            match frame::read_reply(&mut read).await {
+                Ok(reply) => conn.deliver(reply),
+                Err(e) => return format!("receiving: {e}"),
+            }
         }
-    }
+    };
+    let why = tokio::select! {
+        why = receiving => why,
+        why = conn.out.flush() => format!("sending: {why}"),
+    };
+    conn.break_off(why);
 }
 
 /// Pings a silent connection, and breaks it off (stopping `reader`) when the ping gets no
@@ -190,7 +185,7 @@ async fn keep_alive(conn: Weak<Conn>, reader: JoinHandle<()>) {
             break;
         } else {
             pinged = true;
-            let _ = c.frames.send(frame::request(0, 0, PING, &Empty {}));
+            let _ = c.out.send(&frame::request(0, 0, PING, &Empty {}));
         }
     }
     reader.abort();

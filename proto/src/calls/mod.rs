@@ -9,6 +9,7 @@
 
 mod client;
 pub mod frame;
+mod outbox;
 mod server;
 
 pub use client::MetaCalls;
@@ -89,22 +90,6 @@ fn request<T: Message + Default>(
         remote_addr: peer,
     });
     Ok(req)
-}
-
-/// Writes queued frames until the queue closes; whatever queued up meanwhile goes out in
-/// one write.
-async fn send_frames(
-    mut to: impl tokio::io::AsyncWrite + Unpin,
-    mut queued: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
-) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    while let Some(mut out) = queued.recv().await {
-        while let Ok(more) = queued.try_recv() {
-            out.extend_from_slice(&more);
-        }
-        to.write_all(&out).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

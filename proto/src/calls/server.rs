@@ -3,15 +3,13 @@
 
 use super::client::KEEPALIVE;
 use super::frame::{self, PING};
-use super::send_frames;
+use super::outbox::Outbox;
 use bytes::Bytes;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tonic::Status;
 use tracing::{debug, warn, Instrument};
 
@@ -28,11 +26,9 @@ where
         .map_or_else(|e| e.to_string(), |a| a.to_string());
     let span = tracing::info_span!("calls", %peer);
     let (read, write) = stream.into_split();
-    let (replies, queued) = mpsc::unbounded_channel();
-    // Aborted when this returns or is dropped, closing the connection even while a
-    // handler still holds the reply queue.
-    let mut sender = JoinSet::new();
-    sender.spawn(send_frames(write, queued).instrument(span.clone()));
+    // Handlers hold it weakly: the connection closes when this returns, even while a
+    // handler still runs.
+    let out = Arc::new(Outbox::new(write));
     let heard = Arc::new(AtomicBool::new(true));
     let requests = async {
         let mut read = BufReader::with_capacity(64 << 10, read);
@@ -45,14 +41,14 @@ where
             heard.store(true, Ordering::Relaxed);
             let id = req.id;
             if req.method == PING {
-                let _ = replies.send(frame::reply(id, Ok(Bytes::new())));
+                let _ = out.send(&frame::reply(id, Ok(Bytes::new())));
                 continue;
             }
-            let answer = handle(req);
-            let replies = replies.clone();
+            let answer_to = Arc::downgrade(&out);
+            let outcome = handle(req);
             tokio::spawn(
                 async move {
-                    let _ = replies.send(frame::reply(id, answer.await));
+                    answer(&answer_to, id, outcome.await);
                 }
                 .instrument(span.clone()),
             );
@@ -70,6 +66,14 @@ where
     tokio::select! {
         () = requests.instrument(span.clone()) => {}
         () = silence.instrument(span.clone()) => {}
+        why = out.flush() => span.in_scope(|| debug!("closing the connection: sending: {why}")),
         () = stop => {}
+    }
+}
+
+fn answer(to: &Weak<Outbox>, id: u64, outcome: Result<Bytes, Status>) {
+    if let Some(out) = to.upgrade() {
+        // A failed send ends `flush`, which closes the connection.
+        let _ = out.send(&frame::reply(id, outcome));
     }
 }
