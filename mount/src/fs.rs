@@ -1,6 +1,7 @@
 //! The fuser `Filesystem`: translates kernel requests into master calls and the data path.
-//! Every request that talks to the network runs as a task and replies from there, so the
-//! fuser threads only dispatch: metadata on the master connection's own thread, data on
+//! Every request that talks to the network runs as a task: the fuser thread runs it until
+//! it first waits (its request is sent by then), and a runtime thread finishes it and
+//! replies once the answer is in: metadata on the master connection's own thread, data on
 //! the I/O runtime.
 
 use crate::attr::{file_type, kind_from_mode, to_file_attr};
@@ -14,6 +15,7 @@ use crate::master_client::Master;
 use crate::options::MountOptions;
 use crate::reader::Reader;
 use crate::writer::{FileWriter, Times, WriteCtx};
+use async_task::Runnable;
 use bytes::Bytes;
 use elkfs_proto::limits::{MAX_NAME, MAX_SYMLINK};
 use elkfs_proto::meta::{
@@ -415,15 +417,30 @@ impl ElkFs {
         Fut: Future<Output = Result<T, FsError>> + Send + 'static,
     {
         let fut = work(self.core.clone());
-        rt.spawn(
-            async move {
-                match fut.await {
-                    Ok(v) => ok(reply, v),
-                    Err(e) => fail(reply, e),
-                }
+        let task = async move {
+            match fut.await {
+                Ok(v) => ok(reply, v),
+                Err(e) => fail(reply, e),
             }
-            .instrument(span),
+        }
+        .instrument(span);
+        // Run here until it first waits, and on `rt` only once woken: a request to the
+        // master or a chunkserver goes out from this thread, and one answered from memory
+        // is answered here. Spawned at once, it would first wake `rt`'s thread just to
+        // send it: a context switch more per request (9.3 against 8.0 per create).
+        // A panic ends only its task (its reply, dropped, answers EIO), as in a tokio task.
+        let on_wake = rt.clone();
+        let (first, task) = async_task::Builder::new().propagate_panic(true).spawn(
+            |()| task,
+            move |next: Runnable| {
+                on_wake.spawn(async move {
+                    next.run();
+                });
+            },
         );
+        task.detach();
+        let _in_runtime = rt.enter();
+        first.run();
     }
 
     /// Runs `work` on the open file behind `fh` and answers `reply` with ok or the error.
