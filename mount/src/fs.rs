@@ -424,11 +424,10 @@ impl ElkFs {
             }
         }
         .instrument(span);
-        // Run here until it first waits, and on `rt` only once woken: a request to the
-        // master or a chunkserver goes out from this thread, and one answered from memory
-        // is answered here. Spawned at once, it would first wake `rt`'s thread just to
-        // send it (with that, 8.4 context switches per create in the mount against 7.5,
-        // `bench/create_cost.sh`).
+        // Run here until it first waits, and on `rt` only once woken: a call to the master
+        // goes out from this thread, and a request answered from memory is answered here.
+        // Spawned at once, it would first wake `rt`'s thread just to send it (with that,
+        // 8.4 context switches per create in the mount against 7.5, `bench/create_cost.sh`).
         // A panic ends only its task (its reply, dropped, answers EIO), as in a tokio task.
         let on_wake = rt.clone();
         let (first, task) = async_task::Builder::new().propagate_panic(true).spawn(
