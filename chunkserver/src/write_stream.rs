@@ -9,7 +9,7 @@
 //! stream with a status naming the server that failed.
 
 use crate::service::{blocking, hex, Context};
-use crate::store::Writer;
+use crate::store::{Store, Writer};
 use elkfs_proto::chunk::write_message::Msg;
 use elkfs_proto::chunk::{WriteAck, WriteMessage, WriteStart};
 use elkfs_proto::limits::MAX_IO;
@@ -218,13 +218,6 @@ async fn session(
             (Some(d), Some(tx))
         }
     };
-    let store = ctx.store.clone();
-    let writer = blocking(move || store.writer(id, version))
-        .await
-        .map_err(|e| {
-            ctx.note_damage(&e, id, version);
-            failed_at(&me, e)
-        })?;
     let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES));
     let (job_tx, job_rx) = mpsc::channel(QUEUE);
     let (res_tx, mut res_rx) = mpsc::channel::<LocalResult>(QUEUE);
@@ -234,7 +227,7 @@ async fn session(
         read_inbound(inbound, job_tx, down_tx, budget, me.clone()).instrument(span.clone()),
     );
     let local = tokio::spawn(
-        write_local(ctx.clone(), Arc::new(writer), job_rx, res_tx, me.clone())
+        write_local(ctx.clone(), (id, version), job_rx, res_tx, me.clone())
             .instrument(span.clone()),
     );
     let result = ack_in_order(&mut res_rx, downstream.as_mut(), ack_tx).await;
@@ -328,36 +321,54 @@ async fn read_inbound(
     }
 }
 
-/// Local writer: applies jobs to the chunk in order; stops at the first failure.
+/// Local writer: applies jobs to the chunk in order; stops at the first failure. The
+/// chunk file opens in the first job's trip to the blocking pool: a trip of its own cost
+/// two thread hand-offs on every new stream, most of them the flush of one small file.
 async fn write_local(
     ctx: Context,
-    writer: Arc<Writer>,
+    (id, version): (u64, u32),
     mut jobs: mpsc::Receiver<Job>,
     results: mpsc::Sender<LocalResult>,
     me: String,
 ) {
-    let (id, version) = (writer.id(), writer.version());
+    let mut writer: Option<Writer> = None;
     while let Some(job) = jobs.recv().await {
-        let store = ctx.store.clone();
-        let w = writer.clone();
-        let res = match job {
+        let (store, w) = (ctx.store.clone(), writer.take());
+        let open = move |store: &Store| w.map_or_else(|| store.writer(id, version), Ok);
+        let done = match job {
             Job::Data {
                 seq,
                 offset,
                 data,
                 permit,
-            } => blocking(move || store.write(&w, offset, &data))
+            } => {
+                blocking(move || {
+                    let w = open(&store)?;
+                    store.write(&w, offset, &data).map(|()| (w, seq, permit))
+                })
                 .await
-                .map(|()| (seq, permit))
-                .map_err(|e| {
-                    ctx.note_damage(&e, id, version);
-                    failed_at(&me, e)
-                }),
-            Job::Sync { seq, permit } => blocking(move || store.sync(&w))
+            }
+            Job::Sync { seq, permit } => {
+                blocking(move || {
+                    let w = open(&store)?;
+                    store.sync(&w).map(|()| (w, seq, permit))
+                })
                 .await
-                .map(|()| (seq, permit))
-                .map_err(|e| failed_at(&me, e)),
-            Job::Fail(s) => Err(s),
+            }
+            Job::Fail(s) => {
+                let _ = results.send(Err(s)).await;
+                return;
+            }
+        };
+        let res = match done {
+            Ok((w, seq, permit)) => {
+                writer = Some(w);
+                Ok((seq, permit))
+            }
+            Err(e) => {
+                ctx.note_damage(&e, id, version);
+                Err(failed_at(&me, e))
+            }
         };
         let failed = res.is_err();
         if results.send(res).await.is_err() || failed {
