@@ -52,13 +52,26 @@ pub struct Copy {
     pub damaged: bool,
 }
 
+/// How long a lease outlives its last writer's successful WriteEnd. A writer that writes
+/// again soon (write, fsync, write, fsync …) joins it instead of bumping the version: a bump
+/// is a chunk order with two syncs on every copy, then a changelog sync.
+pub const LINGER: Duration = Duration::from_secs(2);
+
 /// A chunk open for writing. Writers in the lease share its version, so a stream of writes
 /// costs one version bump, not one per write.
 pub struct Lease {
     pub version: u32,
     pub chain: Vec<u64>,
     pub sessions: HashSet<u64>,
+    /// When a writer last joined, or the last one left.
     pub touched: Instant,
+}
+
+impl Lease {
+    /// Whether a writer may join: one still writes, or the last left under [`LINGER`] ago.
+    pub fn open(&self) -> bool {
+        !self.sessions.is_empty() || self.touched.elapsed() < LINGER
+    }
 }
 
 /// What a registration found, for the caller to act on.
@@ -528,9 +541,11 @@ impl Cluster {
             .map(|s| (s.addr.clone(), s.client.clone()))
     }
 
-    /// Drop leases no writer touched for `idle` (a client died mid-write).
+    /// Drop leases no writer touched for `idle` (a client died mid-write), and those whose
+    /// last writer left over [`LINGER`] ago (the healer leaves leased chunks alone).
     pub fn expire_leases(&mut self, idle: Duration) {
-        self.leases.retain(|_, l| l.touched.elapsed() < idle);
+        self.leases
+            .retain(|_, l| l.touched.elapsed() < idle && l.open());
     }
 }
 

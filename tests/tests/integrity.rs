@@ -1,6 +1,7 @@
 //! Data integrity: what is written is what is read, across chunk boundaries, holes,
 //! overwrites, remounts and restarts of every daemon.
 
+use elkfs_tests::copies::{file_info, ino};
 use elkfs_tests::fsutil::{assert_same_bytes, Rng};
 use elkfs_tests::{Cluster, Opts};
 use std::fs::{self, File, OpenOptions};
@@ -174,6 +175,43 @@ fn fsync_through_a_later_handle() {
     want.resize((2 * CHUNK + 5) as usize, 0);
     want.extend_from_slice(&tail);
     verify(&path, &want, "after the fsyncs");
+}
+
+/// A write soon after an fsync joins the chunk's lease at its version (no bump: a chunk
+/// order and three syncs saved); once the lease has lapsed, the next write bumps it. Every
+/// copy follows, and the bytes read back whole.
+#[test]
+fn writes_soon_after_an_fsync_keep_the_version() {
+    let c = Cluster::start(Opts::default());
+    let m = c.mount();
+    let path = m.join("appended");
+    let mut rng = Rng::new("linger");
+    let mut want = Vec::new();
+    let f = File::create(&path).expect("create");
+    let version = |when: &str| {
+        let info = file_info(&c.master_addr(), ino(&path)).expect("fileinfo");
+        let chunk = &info.chunks[0];
+        assert!(!chunk.copies.is_empty(), "{when}: no copies");
+        for copy in &chunk.copies {
+            assert_eq!(copy.version, chunk.version, "{when}: copy on {}", copy.addr);
+        }
+        chunk.version
+    };
+    let mut append = |when: &str| {
+        let piece = rng.bytes(100_000);
+        f.write_all_at(&piece, want.len() as u64).expect(when);
+        f.sync_all().expect(when);
+        want.extend_from_slice(&piece);
+    };
+    append("first write");
+    let first = version("after the first fsync");
+    append("second write");
+    assert_eq!(version("right after the second fsync"), first);
+    // The lease lingers 2 s; the master drops lapsed ones every second.
+    std::thread::sleep(Duration::from_secs(4));
+    append("write after the lease lapsed");
+    assert_eq!(version("after the lease lapsed"), first + 1);
+    verify(&path, &want, "after three appends");
 }
 
 #[test]

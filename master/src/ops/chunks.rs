@@ -92,7 +92,8 @@ impl Master {
         }
         let version = inner.state.chunks.get(&chunk).map_or(0, |c| c.version);
         let usable = inner.cluster.leases.get(&chunk).is_some_and(|l| {
-            l.version == version
+            l.open()
+                && l.version == version
                 && l.chain
                     .iter()
                     .all(|s| !req.failed_servers.contains(s) && inner.cluster.is_up(*s))
@@ -333,8 +334,11 @@ impl Master {
         self.mutate(|m, inner| {
             if let Some(l) = inner.cluster.leases.get_mut(&req.chunk_id) {
                 l.sessions.remove(&req.session);
-                if l.sessions.is_empty() {
+                if req.failed {
+                    // Some copy may have missed bytes: the next writer bumps the version.
                     inner.cluster.leases.remove(&req.chunk_id);
+                } else if l.sessions.is_empty() {
+                    l.touched = Instant::now();
                 }
             }
             if req.failed {
