@@ -114,16 +114,6 @@ pub struct Writer {
     file: ChunkFile,
 }
 
-impl Writer {
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    pub fn version(&self) -> u32 {
-        self.version
-    }
-}
-
 /// Free space of the filesystem holding `path`: (total, free for unprivileged users).
 fn statvfs(path: &Path) -> std::io::Result<(u64, u64)> {
     let c = CString::new(path.as_os_str().as_bytes())
