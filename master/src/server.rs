@@ -74,8 +74,8 @@ async fn accept(
     stop: watch::Receiver<()>,
 ) {
     loop {
-        let mut stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (mut stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, most likely: give closing connections a moment.
                 warn!(error = %e, "accepting a connection failed");
@@ -95,7 +95,7 @@ async fn accept(
                     let stopped = async move {
                         let _ = stop.changed().await;
                     };
-                    serve_calls(master, stream, stopped).await;
+                    serve_calls(master, stream, peer, stopped).await;
                 }
                 Ok(Ok(false)) => {
                     let _ = grpc.send(Ok(stream)).await;

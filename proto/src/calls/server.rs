@@ -6,6 +6,7 @@ use super::frame::{self, PING};
 use super::outbox::Outbox;
 use bytes::Bytes;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::io::BufReader;
@@ -13,17 +14,18 @@ use tokio::net::TcpStream;
 use tonic::Status;
 use tracing::{debug, warn, Instrument};
 
-/// Serves the call connection `stream` (its magic already read) until the peer closes it,
-/// sends a bad frame, stays silent past its keep-alive, or `stop` resolves. `handle`
-/// answers one request.
-pub async fn serve<H, F>(stream: TcpStream, handle: H, stop: impl Future<Output = ()>)
-where
+/// Serves the call connection `stream` from `peer` (its magic already read) until the
+/// peer closes it, sends a bad frame, stays silent past its keep-alive, or `stop`
+/// resolves. `handle` answers one request.
+pub async fn serve<H, F>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    handle: H,
+    stop: impl Future<Output = ()>,
+) where
     H: Fn(frame::Request) -> F,
     F: Future<Output = Result<Bytes, Status>> + Send + 'static,
 {
-    let peer = stream
-        .peer_addr()
-        .map_or_else(|e| e.to_string(), |a| a.to_string());
     let span = tracing::info_span!("calls", %peer);
     let (read, write) = stream.into_split();
     // Handlers hold it weakly: the connection closes when this returns, even while a

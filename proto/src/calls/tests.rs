@@ -32,14 +32,14 @@ async fn serve_on(listener: TcpListener, stop: impl Future<Output = ()>) {
     let mut connections = tokio::task::JoinSet::new();
     let accepting = async {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
+            let Ok((mut stream, peer)) = listener.accept().await else {
                 return;
             };
             connections.spawn(async move {
                 let mut magic = [0; 4];
                 tokio::io::AsyncReadExt::read_exact(&mut stream, &mut magic).await?;
                 assert_eq!(magic, frame::MAGIC);
-                serve(stream, lookup, std::future::pending()).await;
+                serve(stream, peer, lookup, std::future::pending()).await;
                 Ok::<_, std::io::Error>(())
             });
         }
