@@ -51,6 +51,8 @@ pub fn note_damage(tx: &DamageSender, e: &FsError, chunk_id: u64, version: u32) 
 
 /// Queue for damage reports waiting for the link (reports beyond it are dropped and logged).
 pub const DAMAGE_QUEUE: usize = 1024;
+/// How long a stopping server waits for the master to hear it leave.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// No call to the master may hang the link longer than this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const UUID_FILE: &str = "uuid";
@@ -119,6 +121,18 @@ async fn call<T>(
     }
 }
 
+/// Tells the master we are shutting down, so it stops giving us new chunks now rather
+/// than at its heartbeat timeout. Best effort, and brief: a master that does not answer
+/// notices at that timeout anyway.
+async fn leave(client: &mut Client, server_id: u64) {
+    let asked = client.leave(elkfs_proto::registry::LeaveRequest { server_id });
+    match tokio::time::timeout(LEAVE_TIMEOUT, asked).await {
+        Ok(Ok(_)) => tracing::info!("left the master"),
+        Ok(Err(s)) => tracing::warn!(error = %s.message(), "telling the master we leave failed"),
+        Err(_) => tracing::warn!("the master did not answer our leaving in time"),
+    }
+}
+
 /// The master we are registered with.
 #[derive(Clone, Copy)]
 struct Registered {
@@ -152,7 +166,12 @@ impl MasterLink {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = stop.changed() => return Ok(()),
+                _ = stop.changed() => {
+                    if let Some(r) = current {
+                        leave(&mut clients[r.master], r.server_id).await;
+                    }
+                    return Ok(());
+                }
                 d = damaged.recv() => {
                     if let Some(d) = d {
                         self.remember_damage(d).await;

@@ -9,7 +9,7 @@ use elkfs_chunkserver::store::{chunk_file_name, Store};
 use elkfs_proto::registry::registry_server::Registry;
 use elkfs_proto::registry::{
     BucketDigest, BucketReport, DamagedRequest, Empty, HeartbeatReply, HeartbeatRequest,
-    RegisterReply, RegisterRequest,
+    LeaveRequest, RegisterReply, RegisterRequest,
 };
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -24,6 +24,7 @@ struct FakeMaster {
     reports: Arc<Mutex<Vec<BucketReport>>>,
     heartbeats: Arc<Mutex<Vec<HeartbeatRequest>>>,
     damaged: Arc<Mutex<Vec<DamagedRequest>>>,
+    leaves: Arc<Mutex<Vec<u64>>>,
     /// Like the real master: remember each bucket's digest and list only the buckets that
     /// changed. Otherwise every bucket is listed, as by a master that knows nothing.
     digest_aware: bool,
@@ -83,6 +84,11 @@ impl Registry for FakeMaster {
 
     async fn report_damaged(&self, r: Request<DamagedRequest>) -> Result<Response<Empty>, Status> {
         self.damaged.lock().unwrap().push(r.into_inner());
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn leave(&self, r: Request<LeaveRequest>) -> Result<Response<Empty>, Status> {
+        self.leaves.lock().unwrap().push(r.into_inner().server_id);
         Ok(Response::new(Empty {}))
     }
 }
@@ -171,6 +177,8 @@ async fn registers_when_master_appears_and_reregisters_on_request() {
     let damaged = fake.damaged.lock().unwrap();
     let reported: Vec<_> = damaged.iter().map(|d| (d.chunk_id, d.version)).collect();
     assert_eq!(reported, vec![(77, 4), (77, 4)]);
+    // Stopping said goodbye, under the current registration's id.
+    assert_eq!(*fake.leaves.lock().unwrap(), vec![42]);
 }
 
 /// Serves `fake` on `addr` until `stop` fires.

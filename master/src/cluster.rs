@@ -109,6 +109,13 @@ pub struct Cluster {
     pub reserved_at: u64,
 }
 
+impl Server {
+    fn go_away(&mut self) {
+        self.connected = false;
+        self.away_since = Some(Instant::now());
+    }
+}
+
 impl Cluster {
     /// Register (or re-register) a server. Its copies stay as remembered; returns its id
     /// and the buckets whose digests differ from what the master believes it holds (the
@@ -477,12 +484,23 @@ impl Cluster {
         let mut gone = Vec::new();
         for s in self.servers.values_mut() {
             if s.connected && s.last_seen.elapsed() > timeout {
-                s.connected = false;
-                s.away_since = Some(Instant::now());
+                s.go_away();
                 gone.push(s.id);
             }
         }
         gone
+    }
+
+    /// The server is shutting down cleanly: disconnected now, as if its heartbeats had
+    /// stopped. False if it was not connected.
+    pub fn leave(&mut self, server: u64) -> bool {
+        match self.servers.get_mut(&server) {
+            Some(s) if s.connected => {
+                s.go_away();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Where new chunks may go: connected servers, less those resting (unless all are).

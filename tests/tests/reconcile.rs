@@ -174,3 +174,28 @@ fn reconnect_of_100k_chunks_sends_bucket_digests_only() {
     drop(c);
     drop(shm);
 }
+
+/// A chunkserver stopped cleanly tells the master, which stops counting it as connected
+/// (and giving it new chunks) at once, not at its heartbeat timeout (10 s here); it takes
+/// new data again once it is back.
+#[test]
+fn a_cleanly_stopped_chunkserver_leaves_at_once() {
+    let c = Cluster::start(Opts {
+        chunkservers: 1,
+        root_goal: Some(1),
+        ..Opts::default()
+    });
+    let addr = c.chunkserver_addr(0);
+    c.stop_chunkserver(0);
+    let st = c.status().expect("status");
+    let s = st
+        .servers
+        .iter()
+        .find(|s| s.addr == addr)
+        .expect("the master lists the server");
+    assert!(!s.connected, "still connected after a clean stop: {s:?}");
+    c.start_chunkserver(0);
+    let m = c.mount();
+    std::fs::write(m.join("after"), b"back").expect("write once the server is back");
+    assert_eq!(std::fs::read(m.join("after")).expect("read"), b"back");
+}

@@ -123,6 +123,15 @@ impl Registry for RegistryService {
         Ok(Response::new(HeartbeatReply { reregister: !known }))
     }
 
+    #[instrument(level = "debug", skip_all, fields(server = r.get_ref().server_id))]
+    async fn leave(&self, r: Request<LeaveRequest>) -> Result<Response<Empty>, Status> {
+        let server = r.into_inner().server_id;
+        if self.0.lock().cluster.leave(server) {
+            info!(server, "chunkserver left: it is shutting down");
+        }
+        Ok(Response::new(Empty {}))
+    }
+
     #[instrument(level = "debug", skip_all, fields(chunk = r.get_ref().chunk_id, server = r.get_ref().server_id))]
     async fn report_damaged(&self, r: Request<DamagedRequest>) -> Result<Response<Empty>, Status> {
         let r = r.into_inner();
