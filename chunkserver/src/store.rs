@@ -426,10 +426,16 @@ impl Store {
         self.next_generation.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Makes chunk `id`, empty, at `version`. Holding it at that version already is fine
+    /// (the master's order and a client's first write both create a new chunk, and either
+    /// may come first); holding another version is `Exists`.
     pub fn create(&self, id: u64, version: u32) -> Result<(), FsError> {
         self.with_chunk(id, |held| {
-            if held.is_some() {
-                return Err(FsError::Exists);
+            if let Some(m) = held {
+                return match m.version == version {
+                    true => Ok(()),
+                    false => Err(FsError::Exists),
+                };
             }
             let disk = self.pick_disk(0)?;
             let path = self.path(id, version, disk);

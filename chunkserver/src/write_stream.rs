@@ -172,6 +172,7 @@ fn open_downstream(
             chunk_id: start.chunk_id,
             version: start.version,
             chain: start.chain[1..].to_vec(),
+            create: start.create,
         })),
     };
     tx.try_send(first)
@@ -205,7 +206,7 @@ async fn session(
         }
         None => return Ok(()),
     };
-    let (id, version) = (start.chunk_id, start.version);
+    let (id, version, create) = (start.chunk_id, start.version, start.create);
     let span = tracing::Span::current();
     span.record("chunk", hex(id));
     span.record("version", version);
@@ -227,8 +228,14 @@ async fn session(
         read_inbound(inbound, job_tx, down_tx, budget, me.clone()).instrument(span.clone()),
     );
     let local = tokio::spawn(
-        write_local(ctx.clone(), (id, version), job_rx, res_tx, me.clone())
-            .instrument(span.clone()),
+        write_local(
+            ctx.clone(),
+            (id, version, create),
+            job_rx,
+            res_tx,
+            me.clone(),
+        )
+        .instrument(span.clone()),
     );
     let result = ack_in_order(&mut res_rx, downstream.as_mut(), ack_tx).await;
     reader.abort();
@@ -322,11 +329,12 @@ async fn read_inbound(
 }
 
 /// Local writer: applies jobs to the chunk in order; stops at the first failure. The
-/// chunk file opens in the first job's trip to the blocking pool: a trip of its own cost
-/// two thread hand-offs on every new stream, most of them the flush of one small file.
+/// chunk file opens (and, for a new chunk, is created) in the first job's trip to the
+/// blocking pool: a trip of its own cost two thread hand-offs on every new stream, most of
+/// them the flush of one small file.
 async fn write_local(
     ctx: Context,
-    (id, version): (u64, u32),
+    (id, version, create): (u64, u32, bool),
     mut jobs: mpsc::Receiver<Job>,
     results: mpsc::Sender<LocalResult>,
     me: String,
@@ -334,7 +342,15 @@ async fn write_local(
     let mut writer: Option<Writer> = None;
     while let Some(job) = jobs.recv().await {
         let (store, w) = (ctx.store.clone(), writer.take());
-        let open = move |store: &Store| w.map_or_else(|| store.writer(id, version), Ok);
+        let open = move |store: &Store| match w {
+            Some(w) => Ok(w),
+            None => {
+                if create {
+                    store.create(id, version)?;
+                }
+                store.writer(id, version)
+            }
+        };
         let done = match job {
             Job::Data {
                 seq,

@@ -56,13 +56,24 @@ async fn chain_write(
     chain: Vec<String>,
     pieces: Vec<(u32, Vec<u8>)>,
 ) -> Result<Vec<u64>, tonic::Status> {
+    let start = WriteStart {
+        chunk_id: id,
+        version,
+        chain,
+        create: false,
+    };
+    stream_write(addr, start, pieces).await
+}
+
+/// [`chain_write`] from a given WriteStart.
+async fn stream_write(
+    addr: &str,
+    start: WriteStart,
+    pieces: Vec<(u32, Vec<u8>)>,
+) -> Result<Vec<u64>, tonic::Status> {
     let n = pieces.len() as u64;
     let mut msgs = vec![WriteMessage {
-        msg: Some(Msg::Start(WriteStart {
-            chunk_id: id,
-            version,
-            chain,
-        })),
+        msg: Some(Msg::Start(start)),
     }];
     for (seq, (offset, data)) in pieces.into_iter().enumerate() {
         msgs.push(WriteMessage {
@@ -141,6 +152,62 @@ async fn chain_write_through_two_servers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_chunk_is_made_by_its_first_write_on_every_server_of_the_chain() {
+    use elkfs_proto::chunk::CreateRequest;
+    let a = start_server().await;
+    let b = start_server().await;
+    let id = 0xABCD_0003;
+    // The master's create order reached the second server only.
+    client(&b.addr)
+        .create(CreateRequest {
+            chunk_id: id,
+            version: 1,
+        })
+        .await
+        .unwrap();
+    let data = pattern(150_000, 9);
+    let plain = WriteStart {
+        chunk_id: id,
+        version: 1,
+        chain: vec![b.addr.clone()],
+        create: false,
+    };
+    let alone = WriteStart {
+        chain: vec![],
+        ..plain.clone()
+    };
+    let e = stream_write(&a.addr, alone, vec![(0, data.clone())])
+        .await
+        .unwrap_err();
+    assert_eq!(FsError::from(e), FsError::NotFound, "no create, no chunk");
+    let new = WriteStart {
+        create: true,
+        ..plain
+    };
+    stream_write(&a.addr, new, vec![(10, data.clone())])
+        .await
+        .unwrap();
+    let mut model = vec![0u8; 10];
+    model.extend_from_slice(&data);
+    for s in [&a, &b] {
+        assert!(
+            read_all(&s.addr, id, 1).await.unwrap() == model,
+            "{}",
+            s.addr
+        );
+    }
+    // The master's order arriving late leaves the written chunk as it is.
+    client(&a.addr)
+        .create(CreateRequest {
+            chunk_id: id,
+            version: 1,
+        })
+        .await
+        .unwrap();
+    assert!(read_all(&a.addr, id, 1).await.unwrap() == model);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chain_write_throughput() {
     let a = start_server().await;
     let b = start_server().await;
@@ -213,7 +280,7 @@ async fn orders_and_damage_over_grpc() {
     let e = c
         .create(CreateRequest {
             chunk_id: 9,
-            version: 1,
+            version: 2,
         })
         .await
         .unwrap_err();

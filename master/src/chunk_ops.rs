@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::{
-    Mutex as AsyncMutex, OwnedMutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    Mutex as AsyncMutex, OwnedMutexGuard, OwnedRwLockReadGuard, RwLock, RwLockWriteGuard,
 };
 
 /// Below this many entries the map of file locks is not pruned.
@@ -19,7 +19,7 @@ const PRUNE_FLOOR: usize = 64;
 #[derive(Default)]
 pub struct ChunkOps {
     /// Shared by file changes, exclusive for a report.
-    all: RwLock<()>,
+    all: Arc<RwLock<()>>,
     files: Mutex<FileLocks>,
 }
 
@@ -31,16 +31,17 @@ struct FileLocks {
     prune_at: usize,
 }
 
-/// Held while a change to a file's chunks runs.
-pub struct FileChange<'a> {
+/// Held while a change to a file's chunks runs; owned, so a change may finish in a task
+/// of its own after its caller got its answer.
+pub struct FileChange {
     _file: OwnedMutexGuard<()>,
-    _shared: RwLockReadGuard<'a, ()>,
+    _shared: OwnedRwLockReadGuard<()>,
 }
 
 impl ChunkOps {
     /// Wait until `ino`'s chunks may change.
-    pub async fn file(&self, ino: u64) -> FileChange<'_> {
-        let shared = self.all.read().await;
+    pub async fn file(&self, ino: u64) -> FileChange {
+        let shared = self.all.clone().read_owned().await;
         let lock = self.lock_of(ino);
         FileChange {
             _file: lock.lock_owned().await,

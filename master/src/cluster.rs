@@ -95,6 +95,10 @@ pub struct Cluster {
     /// the servers' bucket digests in step.
     pub locations: imbl::HashMap<u64, Vec<Copy>>,
     pub leases: HashMap<u64, Lease>,
+    /// Chunks this master created that no write has ended on yet, with the chain each was
+    /// created on. Nothing written to them is acknowledged: they read as the holes they
+    /// replaced.
+    pub unborn: HashMap<u64, Vec<u64>>,
     /// Replications running now.
     pub replicating: InFlight,
     /// Chunks whose last replication failed, and when to try them again.
@@ -279,6 +283,15 @@ impl Cluster {
         self.suspects.insert((chunk, server), version);
     }
 
+    /// A client's write acked by every server of `chain` proves each holds `version` of
+    /// `chunk`, also one whose create order failed (the write made the copy).
+    pub fn proven(&mut self, chunk: u64, version: u32, chain: &[u64]) {
+        for &s in chain {
+            self.suspects.remove(&(chunk, s));
+            self.add_copy(chunk, s, version);
+        }
+    }
+
     /// The next chunk id, never handed out before. Returns it and, when it reaches the end
     /// of the block reserved in the log (`reserved`), the new end to reserve first.
     pub fn next_chunk_id(&mut self, reserved: u64) -> (u64, Option<u64>) {
@@ -302,6 +315,7 @@ impl Cluster {
     /// The chunk is gone from the metadata: forget everything about it.
     pub fn forget_chunk(&mut self, chunk: u64) -> Vec<Copy> {
         self.leases.remove(&chunk);
+        self.unborn.remove(&chunk);
         self.suspects.retain(|(c, _), _| *c != chunk);
         let copies = self.locations.remove(&chunk).unwrap_or_default();
         for c in &copies {
@@ -654,6 +668,25 @@ mod tests {
         assert_eq!((s.listed_buckets, s.listed_chunks), (0, 0));
         assert!(cluster.is_up(1));
         assert_eq!(cluster.valid_copies(77, 1), vec![1]);
+    }
+
+    /// A create order that failed leaves its copy suspect; a write the whole chain acked
+    /// proves it, so it counts and survives the server's next listing.
+    #[tokio::test]
+    async fn a_copy_proven_by_an_acked_write_is_kept() {
+        let mut cluster = Cluster::default();
+        connect(&mut cluster, &[], |_| Some(1));
+        // Chunks 5 and 261 share a bucket, so the listing below reconciles both.
+        cluster.suspect(5, 1, 1);
+        cluster.suspect(261, 1, 1);
+        cluster.proven(5, 1, &[1]);
+        assert_eq!(cluster.valid_copies(5, 1), vec![1]);
+        assert!(cluster.valid_copies(261, 1).is_empty());
+        cluster.expire(Duration::ZERO);
+        let (asked, found) = connect(&mut cluster, &[(5, 1), (261, 1)], |_| Some(1));
+        assert_eq!(asked, vec![5]);
+        assert_eq!(found.delete, vec![(261, 1)]);
+        assert_eq!(cluster.valid_copies(5, 1), vec![1]);
     }
 
     #[tokio::test]

@@ -359,6 +359,7 @@ mod tests {
             version: 1,
             file_size: 10,
             locations: Vec::new(),
+            create: false,
         })
     }
 

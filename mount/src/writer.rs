@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use elkfs_proto::chunk::write_message::Msg;
 use elkfs_proto::chunk::{WriteAck, WriteData, WriteMessage, WriteStart, WriteSync};
 use elkfs_proto::limits::{CHUNK_SIZE, MAX_FILE_SIZE};
-use elkfs_proto::meta::{Location, Timespec, WriteEndRequest};
+use elkfs_proto::meta::{ChunkReply, Location, Timespec, WriteEndRequest};
 use elkfs_proto::FsError;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use std::collections::{HashMap, VecDeque};
@@ -72,6 +72,8 @@ struct Target {
     /// The chunk was cut by a truncate since (new version on the master): the current
     /// version and copies are asked of the master before the WriteSync.
     recheck: bool,
+    /// New (`ChunkReply::create`): the first stream creates it where it is not made yet.
+    create: bool,
 }
 
 /// Holds a piece's share of the per-file and global limits until it is acked.
@@ -478,6 +480,7 @@ impl FileWriter {
                 version: r.version,
                 chain: r.locations,
                 recheck: false,
+                create: false,
             };
             sync_chunk(&self.ctx, self.ino, index, t).await
         };
@@ -508,6 +511,7 @@ async fn current(
         version: r.version,
         chain: r.locations,
         recheck: false,
+        create: false,
     }))
 }
 
@@ -559,6 +563,7 @@ async fn sync_chunk(ctx: &WriteCtx, ino: u64, index: u64, mut t: Target) -> Resu
             version: r.version,
             chain: r.locations,
             recheck: false,
+            create: false,
         };
     }
 }
@@ -585,6 +590,7 @@ async fn sync_only(ctx: &WriteCtx, t: &Target) -> Result<(), FsError> {
         chunk_id: t.chunk_id,
         version: t.version,
         chain: rest.iter().map(|l| l.addr.clone()).collect(),
+        create: false,
     });
     for msg in [start, Msg::Sync(WriteSync { seq: 1 })] {
         tx.send(WriteMessage { msg: Some(msg) })
@@ -712,6 +718,8 @@ struct Actor {
     /// Highest end offset written inside the chunk.
     high: u64,
     fatal: Option<FsError>,
+    /// The chunk the last acked data went to.
+    acked_on: Option<u64>,
     /// When the lease was last taken or re-joined.
     leased_at: Instant,
     /// Explicit times for the WriteEnd, from [`Cmd::Finish`].
@@ -739,6 +747,7 @@ impl Actor {
             seq: 0,
             high: 0,
             fatal: None,
+            acked_on: None,
             leased_at: Instant::now(),
             times: None,
         }
@@ -762,7 +771,9 @@ impl Actor {
                 match self.connect().await {
                     Ok(c) => conn = Some(c),
                     Err(e) => {
-                        self.failure(e).await;
+                        if self.fatal.is_none() {
+                            self.failure(e).await;
+                        }
                         continue;
                     }
                 }
@@ -799,6 +810,7 @@ impl Actor {
                         if self.pending.front().is_some_and(|e| e.seq == ack.seq) {
                             self.pending.pop_front();
                             self.attempts = 0;
+                            self.acked_on = self.lease.as_ref().map(|l| l.chunk_id);
                         } else {
                             conn = None;
                             self.failure(FsError::Io(format!("unexpected ack {}", ack.seq))).await;
@@ -867,12 +879,8 @@ impl Actor {
             }
             Ok(r) => {
                 debug!(version = r.version, "lease changed under the stream");
-                self.lease = Some(Target {
-                    chunk_id: r.chunk_id,
-                    version: r.version,
-                    chain: r.locations,
-                    recheck: false,
-                });
+                // Given up if the chunk was replaced; the stream goes either way.
+                let _ = self.take_lease(r);
                 true
             }
             Err(e) => {
@@ -919,21 +927,13 @@ impl Actor {
                         "master leased the chunk with no chunkservers".into(),
                     ));
                 }
-                let l = Target {
-                    chunk_id: r.chunk_id,
-                    version: r.version,
-                    chain: r.locations,
-                    recheck: false,
-                };
                 debug!(
-                    chunk = l.chunk_id,
-                    version = l.version,
-                    servers = l.chain.len(),
+                    chunk = r.chunk_id,
+                    version = r.version,
+                    servers = r.locations.len(),
                     "leased"
                 );
-                self.lease = Some(l.clone());
-                self.leased_at = Instant::now();
-                l
+                self.take_lease(r)?
             }
         };
         let Some((first, rest)) = lease.chain.split_first() else {
@@ -944,6 +944,7 @@ impl Actor {
             chunk_id: lease.chunk_id,
             version: lease.version,
             chain: rest.iter().map(|l| l.addr.clone()).collect(),
+            create: lease.create,
         };
         let closed = || FsError::Unavailable("chain stream closed".into());
         tx.send(WriteMessage {
@@ -963,6 +964,12 @@ impl Actor {
         let (acks, resent) = tokio::join!(call, resend);
         let acks = acks?.into_inner();
         resent?;
+        // This stream makes the chunk at its first data, or fails and the lease goes. A
+        // later stream on this lease must not make an empty copy on a server that lost the
+        // chunk since: that copy would miss what was acked here.
+        if let Some(l) = &mut self.lease {
+            l.create = false;
+        }
         Ok(Conn { tx, acks })
     }
 
@@ -994,9 +1001,7 @@ impl Actor {
             let e = vanished(e, lease.as_ref().map_or(0, |l| l.chunk_id));
             // The lease is still ours until WriteEnd(failed).
             self.lease = lease;
-            self.pending.clear();
-            lock(&self.error).get_or_insert(e.clone());
-            self.fatal = Some(e);
+            self.give_up(e);
             return;
         }
         if let Some(id) = culprit {
@@ -1012,6 +1017,43 @@ impl Actor {
             "chunk write failed, retrying with a new chain: {e}"
         );
         tokio::time::sleep(Duration::from_millis(100 * u64::from(self.attempts))).await;
+    }
+
+    /// Writes go under the lease `r` from now on. Fails for good if `r` is another chunk
+    /// than the one data was acked on: truncated away, or placed anew when no server held
+    /// it. What the old chunk acked is not in the new one, and resending only what is
+    /// pending would leave a hole where it was. The lease is kept either way, for the
+    /// WriteEnd that gives it back.
+    fn take_lease(&mut self, r: ChunkReply) -> Result<Target, FsError> {
+        let l = Target {
+            chunk_id: r.chunk_id,
+            version: r.version,
+            chain: r.locations,
+            recheck: false,
+            create: r.create,
+        };
+        self.lease = Some(l.clone());
+        self.leased_at = Instant::now();
+        match self.acked_on.filter(|&c| c != l.chunk_id) {
+            None => Ok(l),
+            Some(acked) => {
+                let e = FsError::Io(format!(
+                    "chunk {acked} was replaced by chunk {} while written: acked data is lost",
+                    l.chunk_id
+                ));
+                warn!(ino = self.ino, index = self.index, "{e}");
+                self.give_up(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops writing the chunk: what is pending is dropped, and `e` waits in the file's
+    /// error slot.
+    fn give_up(&mut self, e: FsError) {
+        self.pending.clear();
+        lock(&self.error).get_or_insert(e.clone());
+        self.fatal = Some(e);
     }
 
     /// WriteEnd (also after a failure, to release the lease); the chunk is then owed a
@@ -1090,6 +1132,7 @@ mod tests {
             version: 3,
             chain,
             recheck: false,
+            create: false,
         }
     }
 

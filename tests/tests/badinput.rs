@@ -501,6 +501,7 @@ fn chunkserver_rejects_bad_requests() {
                         chunk_id: id,
                         version: chunk.version,
                         chain: vec![],
+                        create: false,
                     })),
                 },
                 WriteMessage {

@@ -176,3 +176,65 @@ fn deletions_on_the_other_servers_go_on_while_one_server_hangs() {
     );
     c.assert_daemons_alive("a chunkserver hung while files were deleted");
 }
+
+/// A hole filled while the only server hangs: the master hands the new chunk out at once
+/// and its create order times out. Until the write ends, the hole reads as zeros through
+/// another mount, without waiting for the hung server. Once the server wakes, the write
+/// lands: its ack proves the copy the failed order left suspect, so the copy is kept, also
+/// when the server registers again.
+#[test]
+fn a_hole_filled_while_its_server_hangs_reads_as_zeros_then_as_written() {
+    const AT: u64 = 1 << 20;
+    let c = Cluster::start(Opts {
+        chunkservers: 1,
+        root_goal: Some(1),
+        master_config: "chunkserver_timeout_secs = 300\n".to_owned(),
+        ..Opts::default()
+    });
+    let writer = c.mount();
+    let reader = c.mount();
+    let path = writer.join("f");
+    fs::File::create(&path)
+        .and_then(|f| f.set_len(3 << 20))
+        .expect("a file that is all hole");
+    let data = Rng::new("hole filled while hung").bytes(100_000);
+    c.signal_chunkserver(0, libc::SIGSTOP);
+    let write = {
+        let (path, data) = (path.clone(), data.clone());
+        std::thread::spawn(move || {
+            let f = fs::OpenOptions::new().write(true).open(&path)?;
+            std::os::unix::fs::FileExt::write_all_at(&f, &data, AT)?;
+            f.sync_all()
+        })
+    };
+    let log = c.log_path("master");
+    c.wait_for(
+        "the create order to time out",
+        Duration::from_secs(10),
+        || fs::read_to_string(&log).is_ok_and(|l| l.contains("chunk order failed")),
+    );
+    let mut hole = vec![1u8; data.len()];
+    fs::File::open(reader.join("f"))
+        .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut hole, AT))
+        .expect("reading the hole while its new chunk is written");
+    assert!(hole.iter().all(|&b| b == 0), "the hole read as non-zero");
+    c.signal_chunkserver(0, libc::SIGCONT);
+    write
+        .join()
+        .expect("writer thread")
+        .expect("write and fsync once the server woke");
+    let read = |m: &elkfs_tests::Mount| {
+        let mut got = vec![0u8; data.len()];
+        fs::File::open(m.join("f"))
+            .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut got, AT))
+            .map(|()| got)
+    };
+    assert!(read(&reader).expect("read after the write") == data);
+    c.stop_chunkserver(0);
+    c.start_chunkserver(0);
+    let fresh = c.mount();
+    assert!(
+        read(&fresh).expect("read after the server registered again") == data,
+        "the written range changed after the server registered again"
+    );
+}

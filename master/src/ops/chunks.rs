@@ -2,6 +2,7 @@
 //! writes (with write leases), the end of a write, and truncation.
 
 use super::{explicit, now, versioned};
+use crate::chunk_ops::FileChange;
 use crate::cluster::Lease;
 use crate::core::{Inner, Master};
 use crate::placement;
@@ -14,16 +15,20 @@ use elkfs_proto::FsError;
 use futures::future::join_all;
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 /// Chunk orders run while other changes to the file and chunkserver reports wait
 /// (`chunk_ops`): a server that does not answer in time is treated as failed rather than
 /// stalling them.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Creating an empty chunk file is quick on a working server; a writer waits no longer
-/// than this for one that hangs (the chunk then starts with the copies that answered).
+/// The version a chunk is created at.
+const NEW_VERSION: u32 = 1;
+/// Creating an empty chunk file is quick on a working server; the file's next chunk
+/// change waits no longer than this for one that hangs (whose copy then counts only if
+/// the writer's data, acked by it, proves it).
 const CREATE_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn check_index(index: u64) -> Result<(), FsError> {
@@ -51,7 +56,7 @@ impl Master {
         let inner = self.lock();
         let file_size = inner.state.inode(ino)?.size();
         let chunk = inner.state.chunk_at(ino, index)?;
-        if chunk == 0 {
+        if chunk == 0 || inner.cluster.unborn.contains_key(&chunk) {
             return Ok(ChunkReply {
                 file_size,
                 ..Default::default()
@@ -76,6 +81,7 @@ impl Master {
             version,
             file_size,
             locations: locations(&inner, &servers),
+            create: false,
         })
     }
 
@@ -109,20 +115,23 @@ impl Master {
             }
             None => return Ok(None),
         };
+        // Not `create`: a joiner may come after the chunk took acknowledged data, and an
+        // empty copy it made where one went missing would lack that data.
         Ok(Some(ChunkReply {
             chunk_id: chunk,
             version,
             file_size,
             locations: locations(inner, &chain),
+            create: false,
         }))
     }
 
-    pub async fn write_chunk(&self, req: ChunkRequest) -> Result<ChunkReply, FsError> {
+    pub async fn write_chunk(self: &Arc<Self>, req: ChunkRequest) -> Result<ChunkReply, FsError> {
         check_index(req.index)?;
         if let Some(reply) = self.join_lease(&mut self.lock(), &req)? {
             return Ok(reply);
         }
-        let _serial = self.chunk_ops.file(req.ino).await;
+        let serial = self.chunk_ops.file(req.ino).await;
         let (chunk, old, servers, reserved) = {
             let mut guard = self.lock();
             let inner = &mut *guard;
@@ -131,40 +140,50 @@ impl Master {
             }
             let goal = inner.state.inode(req.ino)?.goal as usize;
             let chunk = inner.state.chunk_at(req.ino, req.index)?;
-            if chunk == 0 {
-                let candidates = inner.cluster.candidates(Instant::now());
-                if candidates.is_empty() {
-                    // Right after a master restart, before the chunkservers registered again:
-                    // worth retrying, unlike a full cluster.
-                    return Err(FsError::Unavailable("no chunkserver is connected".into()));
-                }
-                let servers = placement::choose(&candidates, goal, &req.failed_servers);
-                if servers.is_empty() {
-                    return Err(FsError::NoSpace);
-                }
-                inner.cluster.note_placed(&servers);
-                let (id, extend) = inner.cluster.next_chunk_id(inner.state.next_chunk_id);
-                if let Some(end) = extend {
-                    inner.cluster.reserved_at = self.commit(
-                        inner,
-                        Op::ReserveChunkIds(ReserveChunkIds { next_chunk_id: end }),
-                    )?;
-                }
-                (id, None, servers, Some(inner.cluster.reserved_at))
-            } else {
-                let old = inner.state.chunks.get(&chunk).map_or(0, |c| c.version);
-                let servers: Vec<u64> = inner
+            let old = inner.state.chunks.get(&chunk).map(|c| c.version);
+            let reachable: Vec<u64> = old.map_or_else(Vec::new, |v| {
+                inner
                     .cluster
-                    .valid_copies(chunk, old)
+                    .valid_copies(chunk, v)
                     .into_iter()
                     .filter(|s| !req.failed_servers.contains(s))
-                    .collect();
-                if servers.is_empty() {
-                    return Err(FsError::Unavailable(format!(
-                        "no reachable valid copy of chunk {chunk} to write"
-                    )));
+                    .collect()
+            });
+            // A chunk nothing acknowledged was written to, and that no server the writer
+            // can reach holds (its create orders failed: the server died or hangs), is
+            // placed anew like a hole. A writer whose data a server of it acked meanwhile
+            // fails its write then, and so does the WriteEnd of the chunk it replaces.
+            let replace = reachable.is_empty() && inner.cluster.unborn.contains_key(&chunk);
+            match old {
+                Some(old) if !replace => {
+                    if reachable.is_empty() {
+                        return Err(FsError::Unavailable(format!(
+                            "no reachable valid copy of chunk {chunk} to write"
+                        )));
+                    }
+                    (chunk, Some(old), reachable, None)
                 }
-                (chunk, Some(old), servers, None)
+                _ => {
+                    let candidates = inner.cluster.candidates(Instant::now());
+                    if candidates.is_empty() {
+                        // Right after a master restart, before the chunkservers registered
+                        // again: worth retrying, unlike a full cluster.
+                        return Err(FsError::Unavailable("no chunkserver is connected".into()));
+                    }
+                    let servers = placement::choose(&candidates, goal, &req.failed_servers);
+                    if servers.is_empty() {
+                        return Err(FsError::NoSpace);
+                    }
+                    inner.cluster.note_placed(&servers);
+                    let (id, extend) = inner.cluster.next_chunk_id(inner.state.next_chunk_id);
+                    if let Some(end) = extend {
+                        inner.cluster.reserved_at = self.commit(
+                            inner,
+                            Op::ReserveChunkIds(ReserveChunkIds { next_chunk_id: end }),
+                        )?;
+                    }
+                    (id, None, servers, Some(inner.cluster.reserved_at))
+                }
             }
         };
         if let Some(v) = reserved {
@@ -172,93 +191,167 @@ impl Master {
             // change to another file may have logged it a moment ago).
             self.durable(v).await?;
         }
-        let created = old.is_none();
-        let version = old.map_or(1, |v| v + 1);
-        let timeout = if created {
-            CREATE_TIMEOUT
-        } else {
-            ORDER_TIMEOUT
+        match old {
+            None => self.create_chunk(serial, &req, chunk, servers),
+            Some(old) => self.bump_version(&req, chunk, old, &servers).await,
+        }
+    }
+
+    /// Hands out new chunk `chunk` on `chain` at once, its record committed but not yet
+    /// durable: its id is reserved durably, so never reused, and a WriteEnd (which makes
+    /// its data count) fails if a crash lost the record. The client's first write creates
+    /// the chunk where the master's create orders, sent meanwhile, have not; waiting for
+    /// those orders cost every new file a round trip to its chunkservers. The orders keep
+    /// `serial`, so the file's next chunk change (or a WriteEnd on the chunk) starts only
+    /// once they are settled.
+    fn create_chunk(
+        self: &Arc<Self>,
+        serial: FileChange,
+        req: &ChunkRequest,
+        chunk: u64,
+        chain: Vec<u64>,
+    ) -> Result<ChunkReply, FsError> {
+        let (reply, logged) = {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            let logged = self.commit(
+                inner,
+                Op::WriteChunk(WriteChunk {
+                    ino: req.ino,
+                    index: req.index,
+                    chunk_id: chunk,
+                    version: NEW_VERSION,
+                    created: true,
+                }),
+            )?;
+            inner.cluster.unborn.insert(chunk, chain.clone());
+            inner.cluster.leases.insert(
+                chunk,
+                Lease {
+                    version: NEW_VERSION,
+                    chain: chain.clone(),
+                    sessions: HashSet::from([req.session]),
+                    touched: Instant::now(),
+                },
+            );
+            let reply = ChunkReply {
+                chunk_id: chunk,
+                version: NEW_VERSION,
+                file_size: inner.state.inode(req.ino)?.size(),
+                locations: locations(inner, &chain),
+                create: true,
+            };
+            (reply, logged)
         };
-        let chain = self
-            .fan_out(chunk, version, &servers, timeout, |mut client| async move {
-                match old {
-                    None => client
+        let master = Arc::clone(self);
+        let orders = async move {
+            let _serial = serial;
+            let creates = master.fan_out(
+                chunk,
+                NEW_VERSION,
+                &chain,
+                CREATE_TIMEOUT,
+                |mut client| async move {
+                    client
                         .create(CreateRequest {
                             chunk_id: chunk,
-                            version,
+                            version: NEW_VERSION,
                         })
                         .await
-                        .map(drop),
-                    Some(old) => client
+                        .map(drop)
+                },
+            );
+            // The record goes to disk (and to waited-for metaloggers) now, alongside the
+            // writer's data, not only with its WriteEnd: a master lost before that fails
+            // the write in flight, whose WriteEnd then finds no such chunk.
+            let (made, durable) = tokio::join!(creates, master.durable(logged));
+            if let Err(e) = durable {
+                debug!(chunk, "the new chunk's record is not durable: {e}");
+            }
+            let made = made.unwrap_or_else(|e| {
+                warn!(chunk, "no chunkserver created the new chunk: {e}");
+                Vec::new()
+            });
+            let mut guard = master.lock();
+            let inner = &mut *guard;
+            if inner.state.chunks.contains_key(&chunk) {
+                master.set_copies(inner, chunk, NEW_VERSION, &made);
+            } else {
+                // Its file went away meanwhile: the new copies belong to nobody.
+                for &s in &made {
+                    master.queue_delete(s, chunk, NEW_VERSION);
+                }
+            }
+        };
+        tokio::spawn(orders.instrument(tracing::Span::current()));
+        Ok(reply)
+    }
+
+    /// Moves `chunk` from version `old` to the next on `servers` (its valid copies the
+    /// writer can reach), then logs it and leases it; the copies left out are stale from
+    /// then on.
+    async fn bump_version(
+        &self,
+        req: &ChunkRequest,
+        chunk: u64,
+        old: u32,
+        servers: &[u64],
+    ) -> Result<ChunkReply, FsError> {
+        let version = old + 1;
+        let chain = self
+            .fan_out(
+                chunk,
+                version,
+                servers,
+                ORDER_TIMEOUT,
+                |mut client| async move {
+                    client
                         .set_version(SetVersionRequest {
                             chunk_id: chunk,
                             old_version: old,
                             new_version: version,
                         })
                         .await
-                        .map(drop),
-                }
-            })
+                        .map(drop)
+                },
+            )
             .await?;
-        let committed = {
+        let (v, reply) = {
             let mut guard = self.lock();
             let inner = &mut *guard;
-            self.commit(
+            let v = self.commit(
                 inner,
                 Op::WriteChunk(WriteChunk {
                     ino: req.ino,
                     index: req.index,
                     chunk_id: chunk,
                     version,
-                    created,
+                    created: false,
                 }),
-            )
-            .and_then(|v| {
-                self.set_copies(inner, chunk, version, &chain);
-                inner.cluster.leases.insert(
-                    chunk,
-                    Lease {
-                        version,
-                        chain: chain.clone(),
-                        sessions: HashSet::from([req.session]),
-                        touched: Instant::now(),
-                    },
-                );
-                let file_size = inner.state.inode(req.ino)?.size();
-                Ok((
-                    v,
-                    ChunkReply {
-                        chunk_id: chunk,
-                        version,
-                        file_size,
-                        locations: locations(inner, &chain),
-                    },
-                ))
-            })
+            )?;
+            self.set_copies(inner, chunk, version, &chain);
+            inner.cluster.leases.insert(
+                chunk,
+                Lease {
+                    version,
+                    chain: chain.clone(),
+                    sessions: HashSet::from([req.session]),
+                    touched: Instant::now(),
+                },
+            );
+            let reply = ChunkReply {
+                chunk_id: chunk,
+                version,
+                file_size: inner.state.inode(req.ino)?.size(),
+                locations: locations(inner, &chain),
+                create: false,
+            };
+            (v, reply)
         };
-        match committed {
-            Ok((v, reply)) => {
-                // A new chunk is handed out before its record is on disk: its id is
-                // reserved durably, so never reused, and a WriteEnd (which makes its data
-                // count) fails if a crash lost the record. A version bump still waits:
-                // WriteEnd checks only the chunk id, and after such a crash the copies at
-                // the older version would serve the written range.
-                if !created {
-                    self.durable(v).await?;
-                }
-                Ok(reply)
-            }
-            Err(e) => {
-                if created {
-                    // Not logged (the file went away meanwhile): the new copies belong to
-                    // nobody.
-                    for &s in &chain {
-                        self.queue_delete(s, chunk, version);
-                    }
-                }
-                Err(e)
-            }
-        }
+        // WriteEnd checks only the chunk id: after a crash that lost this record, the
+        // copies at the older version would serve the written range.
+        self.durable(v).await?;
+        Ok(reply)
     }
 
     /// Send one chunk order to each of `servers` at once, each given `timeout`. Returns
@@ -331,6 +424,11 @@ impl Master {
         if req.file_size > MAX_FILE_SIZE {
             return Err(FsError::TooBig);
         }
+        if !req.failed && self.lock().cluster.unborn.contains_key(&req.chunk_id) {
+            // Its create orders hold the file's chunk changes until they are settled: the
+            // copies this write proves go on top of what they found.
+            drop(self.chunk_ops.file(req.ino).await);
+        }
         self.mutate(|m, inner| {
             if let Some(l) = inner.cluster.leases.get_mut(&req.chunk_id) {
                 l.sessions.remove(&req.session);
@@ -366,6 +464,14 @@ impl Master {
                     mtime: explicit(&req.mtime),
                 }),
             )?;
+            if let Some(chain) = inner.cluster.unborn.remove(&req.chunk_id) {
+                // The writer's data was acked by the whole chain the chunk was created on,
+                // unless the chunk moved to a new version since (which set its copies).
+                let version = inner.state.chunks.get(&req.chunk_id).map(|c| c.version);
+                if version == Some(NEW_VERSION) {
+                    inner.cluster.proven(req.chunk_id, NEW_VERSION, &chain);
+                }
+            }
             let a = inner.state.inode(req.ino)?.attr();
             Ok((v, versioned(inner, a)))
         })
