@@ -197,13 +197,13 @@ impl Master {
         }
     }
 
-    /// Hands out new chunk `chunk` on `chain` at once, its record committed but not yet
-    /// durable: its id is reserved durably, so never reused, and a WriteEnd (which makes
-    /// its data count) fails if a crash lost the record. The client's first write creates
-    /// the chunk where the master's create orders, sent meanwhile, have not; waiting for
-    /// those orders cost every new file a round trip to its chunkservers. The orders keep
-    /// `serial`, so the file's next chunk change (or a WriteEnd on the chunk) starts only
-    /// once they are settled.
+    /// Hands out new chunk `chunk` on `chain` at once: before its record is durable (its
+    /// id is reserved durably, so never reused, and a WriteEnd, which makes its data
+    /// count, fails if a crash lost the record), and before any chunkserver made it (the
+    /// writer's first stream makes it where the master's create orders, sent meanwhile,
+    /// have not yet). Waiting for those orders cost every new file a round trip to its
+    /// chunkservers. They keep `serial`, so the file's next chunk change (or a WriteEnd on
+    /// the chunk) starts only once they are settled.
     fn create_chunk(
         self: &Arc<Self>,
         serial: FileChange,
@@ -211,37 +211,12 @@ impl Master {
         chunk: u64,
         chain: Vec<u64>,
     ) -> Result<ChunkReply, FsError> {
-        let (reply, logged) = {
+        let (logged, reply) = {
             let mut guard = self.lock();
             let inner = &mut *guard;
-            let logged = self.commit(
-                inner,
-                Op::WriteChunk(WriteChunk {
-                    ino: req.ino,
-                    index: req.index,
-                    chunk_id: chunk,
-                    version: NEW_VERSION,
-                    created: true,
-                }),
-            )?;
+            let out = self.log_and_lease(inner, req, chunk, NEW_VERSION, true, &chain)?;
             inner.cluster.unborn.insert(chunk, chain.clone());
-            inner.cluster.leases.insert(
-                chunk,
-                Lease {
-                    version: NEW_VERSION,
-                    chain: chain.clone(),
-                    sessions: HashSet::from([req.session]),
-                    touched: Instant::now(),
-                },
-            );
-            let reply = ChunkReply {
-                chunk_id: chunk,
-                version: NEW_VERSION,
-                file_size: inner.state.inode(req.ino)?.size(),
-                locations: locations(inner, &chain),
-                create: true,
-            };
-            (reply, logged)
+            out
         };
         let master = Arc::clone(self);
         let orders = async move {
@@ -319,39 +294,54 @@ impl Master {
         let (v, reply) = {
             let mut guard = self.lock();
             let inner = &mut *guard;
-            let v = self.commit(
-                inner,
-                Op::WriteChunk(WriteChunk {
-                    ino: req.ino,
-                    index: req.index,
-                    chunk_id: chunk,
-                    version,
-                    created: false,
-                }),
-            )?;
+            let out = self.log_and_lease(inner, req, chunk, version, false, &chain)?;
             self.set_copies(inner, chunk, version, &chain);
-            inner.cluster.leases.insert(
-                chunk,
-                Lease {
-                    version,
-                    chain: chain.clone(),
-                    sessions: HashSet::from([req.session]),
-                    touched: Instant::now(),
-                },
-            );
-            let reply = ChunkReply {
-                chunk_id: chunk,
-                version,
-                file_size: inner.state.inode(req.ino)?.size(),
-                locations: locations(inner, &chain),
-                create: false,
-            };
-            (v, reply)
+            out
         };
         // WriteEnd checks only the chunk id: after a crash that lost this record, the
         // copies at the older version would serve the written range.
         self.durable(v).await?;
         Ok(reply)
+    }
+
+    /// Logs `chunk` at `version` as the writer's chunk (`created`: a new one), leases it
+    /// to the writer on `chain` and makes its answer; returns the record's version too.
+    fn log_and_lease(
+        &self,
+        inner: &mut Inner,
+        req: &ChunkRequest,
+        chunk: u64,
+        version: u32,
+        created: bool,
+        chain: &[u64],
+    ) -> Result<(u64, ChunkReply), FsError> {
+        let logged = self.commit(
+            inner,
+            Op::WriteChunk(WriteChunk {
+                ino: req.ino,
+                index: req.index,
+                chunk_id: chunk,
+                version,
+                created,
+            }),
+        )?;
+        inner.cluster.leases.insert(
+            chunk,
+            Lease {
+                version,
+                chain: chain.to_vec(),
+                sessions: HashSet::from([req.session]),
+                touched: Instant::now(),
+            },
+        );
+        let reply = ChunkReply {
+            chunk_id: chunk,
+            version,
+            file_size: inner.state.inode(req.ino)?.size(),
+            locations: locations(inner, chain),
+            create: created,
+        };
+        Ok((logged, reply))
     }
 
     /// Send one chunk order to each of `servers` at once, each given `timeout`. Returns
